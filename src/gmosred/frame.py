@@ -1,0 +1,412 @@
+"""The GMOS data model: one way to read and write GMOS files.
+
+* Raw files as the Gemini archive serves them (``.fits``, ``.fits.bz2``,
+  ``.fits.fz``): a primary header and one uint16 extension per amplifier,
+  without EXTNAME, looked up by position -> :class:`RawFrame`.
+* Processed files in Gemini's convention: primary header + SCI/VAR/DQ image
+  extensions with EXTNAME/EXTVER, looked up by name -> :class:`Frame`.
+
+Writing is atomic: a temporary file in the destination folder, then a
+rename, so an interrupted write never leaves a partial file. Every problem
+with an input file raises :class:`~gmosred.errors.GmosFileError`, whose
+message names the file and the problem.
+"""
+from __future__ import annotations
+
+import bz2
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from . import instruments
+from .errors import GmosFileError
+from .sections import Section, parse_binning
+
+RAW_PHU_KEYWORDS = ("INSTRUME", "DETID", "DATE-OBS", "OBSTYPE")
+RAW_EXT_KEYWORDS = ("AMPNAME", "CCDSUM", "CCDSEC", "DETSEC", "DATASEC", "BIASSEC")
+EXTENSIONS = (".fits", ".fits.bz2", ".fits.fz")
+
+
+def is_fits_name(path) -> bool:
+    """True for the file names gmosred reads: .fits, .fits.bz2, .fits.fz."""
+    return str(path).lower().endswith(EXTENSIONS)
+
+
+def stem(path) -> str:
+    """File name without .fits/.fits.bz2/.fits.fz: 'S20060910S0001'."""
+    name = Path(path).name
+    for ext in sorted(EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+# ------------------------------------------------------------------ reading
+def _file_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise GmosFileError(path, f"cannot be read ({e.strerror or e})") from None
+    if path.name.lower().endswith(".bz2"):
+        try:
+            data = bz2.decompress(data)
+        except (OSError, EOFError, ValueError):
+            raise GmosFileError(path, "corrupt or truncated bzip2 data") from None
+    if not data:
+        raise GmosFileError(path, "empty file")
+    return data
+
+
+def _open(path: Path, data: bytes) -> fits.HDUList:
+    if not data.startswith(b"SIMPLE  ="):
+        raise GmosFileError(path, "not a FITS file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(io.BytesIO(data), lazy_load_hdus=False, do_not_scale_image_data=True)
+    except (OSError, ValueError, IndexError, TypeError) as e:
+        raise GmosFileError(path, f"not a readable FITS file ({e})") from None
+    return hdul
+
+
+_END_CARD = b"END" + b" " * 77
+
+
+def _data_offsets(path: Path, data: bytes, n_hdus: int) -> list[int]:
+    """Byte offset of each HDU's data: walk the 2880-byte blocks (astropy's fileinfo re-verifies every card)."""
+    offsets, pos = [], 0
+    for _ in range(n_hdus):
+        end = pos
+        while True:
+            end = data.find(b"END", end, len(data))
+            if end < 0:
+                raise GmosFileError(path, "truncated: a header has no END card")
+            if (end - pos) % 80 == 0 and data[end:end + 80].rstrip(b" ") == b"END":
+                break
+            end += 3
+        start = pos + ((end - pos) // 2880 + 1) * 2880
+        offsets.append(start)
+        header = memoryview(data)[pos:end]
+        pos = start + _padded_data_size(header)
+    return offsets
+
+
+def _padded_data_size(header) -> int:
+    cards = {bytes(header[i:i + 8]).strip(): bytes(header[i + 10:i + 80]) for i in range(0, len(header), 80)}
+    value = lambda k, d=0: int(cards[k].split(b"/")[0]) if k in cards else d  # noqa: E731
+    naxis = value(b"NAXIS")
+    if naxis == 0:
+        return 0
+    size = abs(value(b"BITPIX")) // 8 * value(b"GCOUNT", 1)
+    count = 1
+    for k in range(1, naxis + 1):
+        count *= value(b"NAXIS%d" % k)
+    size *= count + value(b"PCOUNT")
+    return -(-size // 2880) * 2880
+
+
+def _image(path: Path, hdul: fits.HDUList, index: int, data: bytes, offsets: list[int]) -> np.ndarray:
+    """Pixel data of HDU ``index`` as a native-endian array, uint16 for BZERO=32768 raw data."""
+    hdu = hdul[index]
+    hdr = hdu.header
+    if isinstance(hdu, fits.CompImageHDU):
+        try:
+            arr = hdu.data
+        except Exception as e:  # noqa: BLE001 - any decompression failure is a corrupt file
+            raise GmosFileError(path, f"extension {index}: cannot decompress ({e})") from None
+        bitpix = hdr["BITPIX"]
+    else:
+        bitpix = hdr["BITPIX"]
+        shape = tuple(hdr[f"NAXIS{k}"] for k in range(hdr["NAXIS"], 0, -1))
+        count = int(np.prod(shape)) if shape else 0
+        itemsize = abs(bitpix) // 8
+        start = offsets[index]
+        if start + count * itemsize > len(data):
+            raise GmosFileError(path, f"truncated: extension {index} needs {count * itemsize} bytes of data, "
+                                      f"{max(len(data) - start, 0)} present")
+        dtype = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[bitpix]
+        arr = np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
+    bzero, bscale = hdr.get("BZERO", 0), hdr.get("BSCALE", 1)
+    if bitpix == 16 and bzero == 32768 and bscale == 1:
+        if arr.dtype.kind == "u":  # already scaled by the decompressor
+            return arr.astype(np.uint16, copy=False)
+        # stored value + 32768 == the stored bits with the top bit flipped: one pass, native uint16 out
+        return np.bitwise_xor(arr.view(arr.dtype.str.replace("i", "u")), np.uint16(0x8000), dtype=np.uint16)
+    out = arr.astype(arr.dtype.newbyteorder("="))
+    if bzero != 0 or bscale != 1:
+        out = out * np.float32(bscale) + np.float32(bzero)
+    return out
+
+
+def _require(path, header, keys, where: str):
+    missing = [k for k in keys if k not in header]
+    if missing:
+        raise GmosFileError(path, f"{where} has no {', '.join(missing)} keyword{'s' if len(missing) > 1 else ''}")
+
+
+@dataclass
+class AmpImage:
+    """One raw amplifier extension: raw ADU (uint16, overscan included) and its parsed sections."""
+
+    data: np.ndarray
+    header: fits.Header
+    index: int  # position in the file, 1-based
+    ampname: str
+    binning: tuple[int, int]
+    datasec: Section  # binned pixels of this extension
+    biassec: Section
+    ccdsec: Section  # unbinned pixels of the CCD
+    detsec: Section  # unbinned pixels of the detector array
+    ccd: int  # 1, 2 or 3
+    gain: float  # e-/ADU from the amplifier table
+    read_noise: float  # e- from the amplifier table
+    bias_level: float  # ADU, typical, from the amplifier table
+
+
+@dataclass
+class RawFrame:
+    """A raw GMOS file: primary header and amplifier extensions in file order."""
+
+    path: Path
+    phu: fits.Header
+    amps: list[AmpImage]
+    detector: instruments.DetectorSet
+    read_speed: str
+    gain_setting: str
+
+    @property
+    def name(self) -> str:
+        return stem(self.path)
+
+    @property
+    def binning(self) -> tuple[int, int]:
+        return self.amps[0].binning
+
+    @property
+    def obstype(self) -> str:
+        return str(self.phu.get("OBSTYPE", "")).strip()
+
+    @property
+    def date(self) -> str:
+        return str(self.phu["DATE-OBS"]).strip()
+
+    @property
+    def filter(self) -> str:
+        """Filter band in the beam: 'r', 'Ha', ... ('open' if both wheels are open)."""
+        return filter_name(self.phu)
+
+    @property
+    def roi(self) -> str:
+        """Name of the (first) region of interest: 'Full Frame', 'CCD2', ..., or 'Custom'."""
+        return roi_of(self.phu, self.binning)
+
+    def ccd_amps(self, ccd: int) -> list[AmpImage]:
+        """The amplifiers of one CCD, left to right on the detector."""
+        return sorted((a for a in self.amps if a.ccd == ccd), key=lambda a: a.detsec.x1)
+
+
+def filter_name(phu: fits.Header) -> str:
+    """Band of the filter in the beam from FILTER1/FILTER2 ('open...' and 'Clear' ignored)."""
+    bands = [instruments.filter_band(str(phu.get(k, ""))) for k in ("FILTER1", "FILTER2")]
+    bands = [b for b in bands if b and not b.lower().startswith(("open", "clear"))]
+    return "+".join(bands) if bands else "open"
+
+
+def roi_of(phu: fits.Header, binning: tuple[int, int]) -> str:
+    """ROI name from DETRO1X/XS/Y/YS (start unbinned 1-based, size in binned pixels)."""
+    try:
+        x1, y1 = int(phu["DETRO1X"]) - 1, int(phu["DETRO1Y"]) - 1
+        x2, y2 = x1 + int(phu["DETRO1XS"]) * binning[0], y1 + int(phu["DETRO1YS"]) * binning[1]
+    except (KeyError, ValueError):
+        return "Unknown"
+    return instruments.roi_name(x1, x2, y1, y2)
+
+
+def _load(path) -> tuple[Path, bytes, fits.HDUList]:
+    path = Path(path)
+    data = _file_bytes(path)
+    return path, data, _open(path, data)
+
+
+def _is_processed(hdul: fits.HDUList) -> bool:
+    return any(str(h.header.get("EXTNAME", "")).strip().upper() in ("VAR", "DQ") for h in hdul[1:])
+
+
+def read_raw(path) -> RawFrame:
+    """Read a raw GMOS file (.fits, .fits.bz2, .fits.fz); pixel data as uint16 ADU."""
+    return _raw_frame(*_load(path))
+
+
+def _raw_frame(path: Path, data: bytes, hdul: fits.HDUList) -> RawFrame:
+    phu = hdul[0].header
+    offsets = _data_offsets(path, data, len(hdul))
+    if not str(phu.get("INSTRUME", "")).strip().startswith("GMOS"):
+        raise GmosFileError(path, f"not a GMOS file (INSTRUME={str(phu.get('INSTRUME', 'missing')).strip()!r})")
+    if _is_processed(hdul):
+        raise GmosFileError(path, "is a processed file (SCI/VAR/DQ), not raw data")
+    _require(path, phu, RAW_PHU_KEYWORDS, "primary header")
+    try:
+        detector = instruments.detector_set(str(phu["DETID"]))
+    except instruments.UnknownInstrumentError as e:
+        raise GmosFileError(path, str(e)) from None
+    if len(hdul) < 2:
+        raise GmosFileError(path, "has no image extensions")
+    date = str(phu["DATE-OBS"]).strip()
+    read_speed = detector.read_speed(float(phu.get("AMPINTEG", 0)))
+    gain_set = instruments.gain_setting(float(hdul[1].header.get("GAIN", 0)))
+    amps = []
+    for i in range(1, len(hdul)):
+        hdr = hdul[i].header
+        where = f"extension {i}"
+        _require(path, hdr, RAW_EXT_KEYWORDS, where)
+        try:
+            binning = parse_binning(hdr["CCDSUM"])
+            secs = {k: Section.parse(hdr[k]) for k in ("DATASEC", "BIASSEC", "CCDSEC", "DETSEC")}
+        except ValueError as e:
+            raise GmosFileError(path, f"{where}: {e}") from None
+        ampname = str(hdr["AMPNAME"]).strip()
+        try:
+            amp = instruments.amplifier(ampname, date, read_speed, gain_set)
+        except instruments.UnknownInstrumentError as e:
+            raise GmosFileError(path, f"{where}: {e}") from None
+        pixels = _image(path, hdul, i, data, offsets)
+        for key in ("DATASEC", "BIASSEC"):
+            s = secs[key]
+            if pixels.ndim != 2 or s.y2 > pixels.shape[0] or s.x2 > pixels.shape[1]:
+                raise GmosFileError(path, f"{where}: {key} {hdr[key].strip()} lies outside the "
+                                          f"{'x'.join(map(str, pixels.shape[::-1]))} image")
+        amps.append(AmpImage(
+            data=pixels, header=hdr, index=i, ampname=ampname, binning=binning,
+            datasec=secs["DATASEC"], biassec=secs["BIASSEC"], ccdsec=secs["CCDSEC"], detsec=secs["DETSEC"],
+            ccd=secs["DETSEC"].x1 // detector.ccd_shape[1] + 1,
+            gain=amp.gain, read_noise=amp.read_noise, bias_level=amp.bias_level))
+    return RawFrame(path, phu, amps, detector, read_speed, gain_set)
+
+
+def read_header(path) -> fits.Header:
+    """Primary header only (the observing log's reader): no pixel data are decoded."""
+    return _load(path)[2][0].header
+
+
+# ------------------------------------------------------------------ processed frames
+@dataclass
+class Plane:
+    """One processed image (a CCD, an amplifier or a mosaic): SCI with its VAR and DQ."""
+
+    sci: np.ndarray
+    header: fits.Header = field(default_factory=fits.Header)
+    var: np.ndarray | None = None
+    dq: np.ndarray | None = None
+    extver: int = 1
+
+
+@dataclass
+class Frame:
+    """A processed GMOS file: primary header and SCI/VAR/DQ planes by EXTVER."""
+
+    phu: fits.Header
+    planes: list[Plane]
+    path: Path | None = None
+
+    def plane(self, extver: int) -> Plane:
+        for p in self.planes:
+            if p.extver == extver:
+                return p
+        raise KeyError(f"no SCI extension with EXTVER={extver}")
+
+
+def read_processed(path) -> Frame:
+    """Read a Gemini-convention file: SCI/VAR/DQ looked up by (EXTNAME, EXTVER), in any order."""
+    return _processed_frame(*_load(path))
+
+
+def _processed_frame(path: Path, data: bytes, hdul: fits.HDUList) -> Frame:
+    found: dict[tuple[str, int], int] = {}
+    for i, hdu in enumerate(hdul[1:], start=1):
+        name = str(hdu.header.get("EXTNAME", "")).strip().upper()
+        if name in ("SCI", "VAR", "DQ"):
+            found[(name, int(hdu.header.get("EXTVER", 1)))] = i
+    versions = sorted(v for (n, v) in found if n == "SCI")
+    if not versions:
+        raise GmosFileError(path, "has no SCI extensions (is it a raw file?)")
+    planes = []
+    offsets = _data_offsets(path, data, len(hdul))
+    for v in versions:
+        i = found[("SCI", v)]
+        var = _image(path, hdul, found[("VAR", v)], data, offsets) if ("VAR", v) in found else None
+        dq = _image(path, hdul, found[("DQ", v)], data, offsets) if ("DQ", v) in found else None
+        planes.append(Plane(_image(path, hdul, i, data, offsets), hdul[i].header, var,
+                            dq.astype(np.uint16, copy=False) if dq is not None else None, v))
+    return Frame(hdul[0].header, planes, path)
+
+
+def read(path) -> RawFrame | Frame:
+    """Read any GMOS file: a raw file gives a :class:`RawFrame`, a processed one a :class:`Frame`."""
+    path, data, hdul = _load(path)
+    if _is_processed(hdul) or any(h.header.get("EXTNAME") == "SCI" for h in hdul[1:]) and "GEM-TLM" in hdul[0].header:
+        return _processed_frame(path, data, hdul)
+    return _raw_frame(path, data, hdul)
+
+
+# ------------------------------------------------------------------ writing
+def write_atomic(hdul: fits.HDUList, path) -> Path:
+    """Write ``hdul`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if path.name.lower().endswith(".bz2"):
+                buf = io.BytesIO()
+                hdul.writeto(buf)
+                f.write(bz2.compress(buf.getvalue(), 9))
+            else:
+                hdul.writeto(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def to_hdulist(frame: Frame) -> fits.HDUList:
+    """Gemini layout: PHU, then SCI, VAR, DQ for each EXTVER."""
+    phu = frame.phu.copy()
+    phu["GEM-TLM"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UT last modification with gmosred")
+    hdus = [fits.PrimaryHDU(header=phu)]
+    for p in frame.planes:
+        hdus.append(fits.ImageHDU(np.asarray(p.sci, dtype=np.float32), _ext_header(p.header), name="SCI", ver=p.extver))
+        if p.var is not None:
+            hdus.append(fits.ImageHDU(np.asarray(p.var, dtype=np.float32), _ext_header(p.header),
+                                      name="VAR", ver=p.extver))
+        if p.dq is not None:
+            hdus.append(fits.ImageHDU(np.asarray(p.dq, dtype=np.uint16), _ext_header(p.header),
+                                      name="DQ", ver=p.extver))
+    return fits.HDUList(hdus)
+
+
+_STRUCTURAL = {"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME", "EXTVER",
+               "BZERO", "BSCALE", "SIMPLE", "EXTEND"}
+
+
+def _ext_header(header: fits.Header) -> fits.Header:
+    out = fits.Header()
+    for card in header.cards:
+        if card.keyword in _STRUCTURAL or card.keyword in ("", "COMMENT", "HISTORY"):
+            continue
+        out.append(card)
+    return out
+
+
+def write(frame: Frame, path) -> Path:
+    """Write a processed frame atomically in Gemini's SCI/VAR/DQ layout."""
+    return write_atomic(to_hdulist(frame), path)

@@ -1,0 +1,465 @@
+"""The physical model of the simulated run: sky, stars, nebula, optics and detector.
+
+Everything here is deterministic given its inputs; noise is added only in
+:mod:`gmosred.simulate.raw`. The model's numbers that are not GMOS facts from
+the packaged tables are simulation choices, listed once in the constants below
+and written into the truth.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .. import instruments
+from . import plan as obsplan
+
+DETID = "EEV2037-06-03EEV8194-19-04EEV8261-07-04"
+DETECTOR = "GMOS + Blue1 + new CCD1"
+#: Amplifiers read in the M8 run, one per CCD (as in the real header).
+AMPNAMES = ("EEV 2037-06-03, left", "EEV 8194-19-04, left", "EEV 8261-07-04, right")
+CCDNAMES = ("EEV 2037-06-03", "EEV 8194-19-04", "EEV 8261-07-04")
+#: The stale GAIN / RDNOISE placeholders raw headers carry (values of the real header).
+STALE_GAIN = (2.0, 1.9, 1.9)
+STALE_RDNOISE = (3.2, 3.5, 3.1)
+OVERSCAN_COLUMNS = 32
+READ_SPEED, GAIN_SETTING, AMPINTEG = "slow", "low", 5000
+ADC_MAX = 65535
+
+# ---- simulation choices (not instrument facts) ------------------------------------------
+#: Narrow-band zero points relative to r: the ratio of bandwidths (~7 nm vs ~136 nm).
+NARROWBAND_ZP_OFFSET = -3.2
+#: Extinction (mag per airmass), typical of Cerro Pachon.
+EXTINCTION = {"Ha": 0.08, "HaC": 0.08, "SII": 0.08, "r": 0.10, "i": 0.07}
+#: Dark-sky surface brightness at zenith (mag/arcsec^2, AB-like).
+SKY_MAG = {"Ha": 20.8, "HaC": 20.8, "SII": 20.8, "r": 20.8, "i": 20.0}
+#: Broad-band filters collect continuum over this many narrow-band widths.
+CONTINUUM_WIDTH = {"Ha": 1.0, "HaC": 1.0, "SII": 1.0, "r": 19.0, "i": 19.0}
+#: Emission lines each filter transmits.
+LINES = {"Ha": ("Ha",), "HaC": (), "SII": ("SII",), "r": ("Ha", "SII"), "i": ()}
+#: Peak surface brightness of the nebula maps (e-/s/arcsec^2 at CCD2, airmass 1).
+NEBULA_PEAK = {"Ha": 2500.0, "SII": 600.0, "continuum": 4.0}
+MOFFAT_BETA = 3.5
+FRINGE_BANDS = ("i",)
+#: Fraction of the last data column's signal that leaks into the first overscan columns.
+OVERSCAN_LEAK = (0.01, 0.003, 0.001, 0.0003)
+#: Relative pixel-to-pixel flat amplitude per band (redder light, less structure).
+P2P_SCALE = {"Ha": 1.0, "HaC": 1.0, "SII": 1.0, "r": 0.9, "i": 0.7}
+VIGNETTING = 0.06  # fractional fall-off at the corner of the field
+#: Cosmic-ray events per unbinned pixel per second (about 2 per cm^2 per minute).
+COSMIC_RATE = 6.0e-8
+#: Nebula map sampling (arcsec per pixel) and half-size (arcsec E-W, N-S).
+NEBULA_PIXEL, NEBULA_HALF = 0.5, (600.0, 270.0)
+
+
+def zero_points() -> dict[str, dict[str, float]]:
+    """Zero point (mag for 1 e-/s) per band and CCD (1-based), from the nominal GMOS-S EEV table."""
+    out = {}
+    for band in obsplan.FILTERS:
+        source = band if band in ("r", "i") else "r"
+        offset = 0.0 if band in ("r", "i") else NARROWBAND_ZP_OFFSET
+        out[band] = {str(c + 1): instruments.nominal_zeropoint(name, source) + offset
+                     for c, name in enumerate(CCDNAMES)}
+    return out
+
+
+def ccd_sensitivity(band: str) -> list[float]:
+    """Response of each CCD relative to CCD2, from the per-CCD zero points."""
+    zp = zero_points()[band]
+    return [10 ** (0.4 * (zp[str(c)] - zp["2"])) for c in (1, 2, 3)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Pixel layout of the simulated detector at one binning (full-frame ROI)."""
+
+    binning: int
+
+    @property
+    def detector(self) -> instruments.DetectorSet:
+        return instruments.detector_set(DETID)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Binned (ny, nx) of one CCD's data."""
+        ny, nx = self.detector.ccd_shape
+        return ny // self.binning, nx // self.binning
+
+    @property
+    def pixel_scale(self) -> float:
+        return self.detector.pixel_scale * self.binning
+
+    def to_ccd2(self, ccd: int) -> np.ndarray:
+        """2x3 affine: CCD (1..3) binned data pixel (x, y), 0-based -> CCD2 binned pixel."""
+        b = (self.binning, self.binning)
+        return self.detector.placements[ccd - 1].to_ccd2_affine(self.detector.ccd_shape, b)
+
+    def ccd2_center(self) -> tuple[float, float]:
+        ny, nx = self.shape
+        return (nx - 1) / 2.0, (ny - 1) / 2.0
+
+
+def true_wcs(layout: Layout, crval: tuple[float, float], pa: float):
+    """TAN WCS of CCD2 (binned data pixels, FITS 1-based), for a pointing at CCD2's centre."""
+    from astropy.wcs import WCS
+
+    s = layout.pixel_scale / 3600.0
+    t = math.radians(-pa)
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    cx, cy = layout.ccd2_center()
+    w.wcs.crpix = [cx + 1.0, cy + 1.0]
+    w.wcs.crval = list(crval)
+    # GMOS-S parity, as the real headers: CD = s [[-cos t, sin t], [-sin t, -cos t]], t = -PA
+    w.wcs.cd = s * np.array([[-math.cos(t), math.sin(t)], [-math.sin(t), -math.cos(t)]])
+    w.wcs.radesys = "FK5"
+    w.wcs.equinox = 2000.0
+    return w
+
+
+def ccd_wcs_cards(layout: Layout, wcs2, ccd: int, x_offset: int) -> dict:
+    """Header WCS (CRPIX, CRVAL, CD) of one CCD's raw extension, exact for the affine placement.
+
+    ``x_offset`` is the column of the extension where the data section starts (0 or 32).
+    """
+    a = layout.to_ccd2(ccd)
+    lin, t = a[:, :2], a[:, 2]
+    crpix2 = np.asarray(wcs2.wcs.crpix)
+    crpix = np.linalg.solve(lin, crpix2 - 1.0 - t) + 1.0 + np.array([x_offset, 0.0])
+    cd = np.asarray(wcs2.wcs.cd) @ lin
+    return {"CRPIX1": float(crpix[0]), "CRPIX2": float(crpix[1]),
+            "CRVAL1": float(wcs2.wcs.crval[0]), "CRVAL2": float(wcs2.wcs.crval[1]),
+            "CD1_1": float(cd[0, 0]), "CD1_2": float(cd[0, 1]), "CD2_1": float(cd[1, 0]), "CD2_2": float(cd[1, 1])}
+
+
+# ------------------------------------------------------------------ stars
+def star_catalog(rng: np.random.Generator, n: int = 12000):
+    """Stars over the whole M8 mosaic: positions, r magnitudes and colours, mags in every band."""
+    from astropy.table import Table
+
+    half_e, half_n = NEBULA_HALF[0] - 40.0, NEBULA_HALF[1] - 30.0
+    east = rng.uniform(-half_e, half_e, n)
+    north = rng.uniform(-half_n, half_n, n)
+    # a young cluster (NGC 6530-like) east of the centre
+    nc = n // 10
+    east[:nc] = rng.normal(200.0, 50.0, nc)
+    north[:nc] = rng.normal(-20.0, 45.0, nc)
+    east, north = np.clip(east, -half_e, half_e), np.clip(north, -half_n, half_n)
+    # counts N(<m) ~ 10**(0.3 m) between r = 12 and 24.5
+    lo, hi = 10 ** (0.3 * 12.0), 10 ** (0.3 * 24.5)
+    r = np.log10(rng.uniform(lo, hi, n)) / 0.3
+    ri = np.clip(rng.normal(0.8, 0.35, n), -0.2, 2.5)
+    emitter = rng.random(n) < 0.04
+    ha_excess = np.where(emitter, rng.uniform(0.5, 2.0, n), 0.0)
+    ra, dec = _offsets_to_radec(east, north)
+    t = Table()
+    t["id"] = np.arange(1, n + 1)
+    t["ra"], t["dec"] = ra, dec
+    t["r"] = r
+    t["i"] = r - ri
+    t["Ha"] = r - 0.05 + 0.1 * ri - ha_excess
+    t["HaC"] = r - 0.02 + 0.12 * ri
+    t["SII"] = r + 0.1 * ri - 0.2 * ha_excess
+    t["ha_emitter"] = emitter
+    for c in ("ra", "dec"):
+        t[c].unit = "deg"
+    t.meta["comment"] = "AB magnitudes outside the atmosphere; zero points and extinction in run.json"
+    return t
+
+
+def _offsets_to_radec(east, north):
+    w = _tangent_wcs(1.0)
+    ra, dec = w.wcs_pix2world(-np.asarray(east), np.asarray(north), 0)
+    return ra, dec
+
+
+def _tangent_wcs(pixel_arcsec: float, shape: tuple[int, int] | None = None):
+    """TAN WCS centred on M8 with north up, east left; pixel (0, 0)-centred unless a shape is given."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [obsplan.M8_RA, obsplan.M8_DEC]
+    w.wcs.cdelt = [-pixel_arcsec / 3600.0, pixel_arcsec / 3600.0]
+    if shape is not None:
+        w.wcs.crpix = [(shape[1] + 1) / 2.0, (shape[0] + 1) / 2.0]
+    else:
+        w.wcs.crpix = [1.0, 1.0]
+    w.wcs.radesys = "FK5"
+    w.wcs.equinox = 2000.0
+    return w
+
+
+def reference_catalog(stars, rng: np.random.Generator, limit: float = 21.0):
+    """A catalogue as a user would fetch it: stars to r = ``limit``, 10 mas astrometric noise,
+    r and i magnitudes with errors growing toward the faint end."""
+    from astropy.table import Table
+
+    sel = stars[stars["r"] < limit]
+    n = len(sel)
+    pos_err = np.full(n, 10.0)  # mas
+    cosd = np.cos(np.radians(sel["dec"]))
+    out = Table()
+    out["id"] = sel["id"]
+    out["ra"] = sel["ra"] + rng.normal(0, pos_err / 3.6e6, n) / cosd
+    out["dec"] = sel["dec"] + rng.normal(0, pos_err / 3.6e6, n)
+    out["ra_err_mas"], out["dec_err_mas"] = pos_err, pos_err
+    for band in ("r", "i"):
+        err = 0.01 + 0.02 * 10 ** (0.4 * (sel[band] - 20.0))
+        out[band] = sel[band] + rng.normal(0, 1, n) * err
+        out[f"{band}_err"] = err
+    return out
+
+
+def moffat_alpha(fwhm: float, beta: float = MOFFAT_BETA) -> float:
+    return fwhm / (2.0 * math.sqrt(2 ** (1.0 / beta) - 1.0))
+
+
+def add_stars(image: np.ndarray, x, y, flux, fwhm_px: float, beta: float = MOFFAT_BETA) -> None:
+    """Add Moffat stars (total ``flux`` each, pixel-integrated by 3x3 sampling) at 0-based (x, y)."""
+    x, y, flux = (np.asarray(v, dtype=float) for v in (x, y, flux))
+    alpha = moffat_alpha(fwhm_px, beta)
+    ny, nx = image.shape
+    # stamp radius by brightness: the stamp is renormalised to the total flux, so a short stamp
+    # only moves a faint star's far wing (below the noise) into its core
+    tiers = ((0.0, 3e3, 2.5 * fwhm_px), (3e3, 2e5, 4.0 * fwhm_px), (2e5, np.inf, min(12.0 * fwhm_px, 80.0)))
+    for lo, hi, radius in tiers:
+        group = (flux >= lo) & (flux < hi)
+        if not group.any():
+            continue
+        r = int(math.ceil(max(radius, 4.0)))
+        gx, gy, gf = x[group], y[group], flux[group]
+        ix, iy = np.rint(gx).astype(int), np.rint(gy).astype(int)
+        keep = (ix > -r) & (ix < nx + r) & (iy > -r) & (iy < ny + r)
+        gx, gy, gf, ix, iy = gx[keep], gy[keep], gf[keep], ix[keep], iy[keep]
+        step = max(1, 2_000_000 // (2 * r + 1) ** 2 // 9)  # bounded memory per batch
+        for chunk in range(0, len(gx), step):
+            s = slice(chunk, chunk + step)
+            _add_stamps(image, gx[s], gy[s], gf[s], ix[s], iy[s], r, alpha, beta)
+
+
+def _add_stamps(image, x, y, flux, ix, iy, r, alpha, beta):
+    d = np.arange(-r, r + 1)
+    # integrate over the pixel by 3x3 sub-samples where the PSF is under-sampled
+    ns = 3 if alpha < 3.0 else 1
+    sub = (np.arange(ns) - (ns - 1) / 2.0) / ns
+    # offsets of sub-samples from each star centre: (n, S*3) along x and y
+    ux = ((ix - x)[:, None, None] + d[None, :, None] + sub[None, None, :]).reshape(len(x), -1) / alpha
+    uy = ((iy - y)[:, None, None] + d[None, :, None] + sub[None, None, :]).reshape(len(x), -1) / alpha
+    r2 = (uy[:, :, None] ** 2).astype(np.float32) + (ux[:, None, :] ** 2).astype(np.float32)
+    r2 += np.float32(1.0)
+    prof = r2 ** np.float32(-beta)
+    n, S = len(x), 2 * r + 1
+    prof = prof.reshape(n, S, ns, S, ns).sum(axis=(2, 4), dtype=np.float64)
+    prof *= (flux / prof.sum(axis=(1, 2)))[:, None, None]
+    yy = iy[:, None, None] + d[None, :, None]
+    xx = ix[:, None, None] + d[None, None, :]
+    yy, xx = np.broadcast_to(yy, prof.shape), np.broadcast_to(xx, prof.shape)
+    ok = (yy >= 0) & (yy < image.shape[0]) & (xx >= 0) & (xx < image.shape[1])
+    np.add.at(image, (yy[ok], xx[ok]), prof[ok])
+
+
+# ------------------------------------------------------------------ nebula
+def _random_field(rng, shape, slope: float, smooth_px: float) -> np.ndarray:
+    """Gaussian random field with power spectrum k**-slope, smoothed, unit variance."""
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.rfftfreq(shape[1])[None, :]
+    k = np.hypot(kx, ky)
+    k[0, 0] = 1.0
+    amp = k ** (-slope / 2.0) * np.exp(-(k * smooth_px * 2.0) ** 2)
+    amp[0, 0] = 0.0
+    noise = rng.normal(size=(shape[0], shape[1] // 2 + 1)) + 1j * rng.normal(size=(shape[0], shape[1] // 2 + 1))
+    f = np.fft.irfft2(noise * amp, s=shape)
+    return (f - f.mean()) / f.std()
+
+
+def _add_gaussian(image, xx, yy, cx, cy, sx, sy, theta, peak) -> None:
+    """Add an elliptical Gaussian (arcsec units on the map's axes) within 5 sigma of its centre."""
+    r = 5.0 * max(sx, sy)
+    cols = np.nonzero(np.abs(xx[0] - cx) < r)[0]
+    rows = np.nonzero(np.abs(yy[:, 0] - cy) < r)[0]
+    if cols.size == 0 or rows.size == 0:
+        return
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    x, y = xx[:, box[1]] - cx, yy[box[0], :] - cy
+    c, s = math.cos(theta), math.sin(theta)
+    u = (x * c + y * s) / sx
+    v = (-x * s + y * c) / sy
+    image[box] += np.float32(peak) * np.exp(-0.5 * (u * u + v * v))
+
+
+def nebula_maps(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], object]:
+    """Surface-brightness maps (e-/s/arcsec^2 at CCD2, airmass 1) of the Ha and [SII] line emission
+    and of the scattered continuum (per narrow-band width), on a north-up tangent grid."""
+    ny = int(2 * NEBULA_HALF[1] / NEBULA_PIXEL)
+    nx = int(2 * NEBULA_HALF[0] / NEBULA_PIXEL)
+    shape = (ny, nx)
+    xx = ((np.arange(nx, dtype=np.float32) - (nx - 1) / 2) * NEBULA_PIXEL)[None, :]  # arcsec, west positive
+    yy = ((np.arange(ny, dtype=np.float32) - (ny - 1) / 2) * NEBULA_PIXEL)[:, None]
+    diffuse = np.zeros(shape, np.float32)
+    for _ in range(30):
+        cx, cy = rng.uniform(-500, 500), rng.uniform(-230, 230)
+        sx, sy = rng.uniform(25, 140, 2)
+        _add_gaussian(diffuse, xx, yy, cx, cy, sx, sy, rng.uniform(0, np.pi), rng.uniform(0.2, 1.0))
+    # the bright core (Hourglass region) west of the centre
+    _add_gaussian(diffuse, xx, yy, -60.0, 15.0, 35.0, 25.0, 0.0, 2.5)
+    texture = np.exp(0.5 * _random_field(rng, shape, 2.6, 4.0 / NEBULA_PIXEL)).astype(np.float32)
+    filaments = np.abs(_random_field(rng, shape, 3.0, 1.5 / NEBULA_PIXEL)).astype(np.float32)
+    filaments = np.clip(1.0 - filaments, 0, None) ** 4
+    ha = diffuse * texture + 0.8 * filaments * (diffuse > 0.3)
+    sii = 0.6 * diffuse * np.exp(0.3 * _random_field(rng, shape, 2.6, 4.0 / NEBULA_PIXEL)) + 1.5 * filaments * (diffuse > 0.2)
+    dust = diffuse ** 1.5  # scattered light follows the dense gas, smoother than the lines
+    maps = {"Ha": ha, "SII": sii, "continuum": dust}
+    for key, arr in maps.items():
+        arr *= NEBULA_PEAK[key] / float(arr.max())
+        maps[key] = np.ascontiguousarray(arr, dtype=np.float32)
+    return maps, _tangent_wcs(NEBULA_PIXEL, shape)
+
+
+def nebula_rate(maps: dict[str, np.ndarray], band: str) -> np.ndarray:
+    """Nebula surface brightness through one filter (e-/s/arcsec^2 at CCD2, airmass 1)."""
+    out = maps["continuum"] * np.float32(CONTINUUM_WIDTH[band])
+    for line in LINES[band]:
+        out = out + maps[line]
+    return out
+
+
+def sample_map(image: np.ndarray, image_wcs, layout: Layout, ccd: int, wcs2) -> np.ndarray:
+    """Bilinear samples of a sky map at the centre of every data pixel of one CCD.
+
+    The CCD-pixel -> map-pixel relation (placement, TAN to TAN over a few arcmin) is affine to
+    far better than 0.01 pixel; it is fitted on a grid of exact points and applied at once.
+    """
+    ny, nx = layout.shape
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 5))
+    pts = np.column_stack([gx.ravel(), gy.ravel(), np.ones(gx.size)])
+    a = layout.to_ccd2(ccd)
+    p2 = pts @ a.T
+    world = wcs2.wcs_pix2world(p2, 0)
+    mp = image_wcs.wcs_world2pix(world, 0)
+    coef, *_ = np.linalg.lstsq(pts, mp, rcond=None)
+    resid = np.abs(pts @ coef - mp).max()
+    if resid > 0.01:
+        raise RuntimeError(f"sky map mapping is not affine to 0.01 px ({resid:.3f})")
+    # ndimage works in (row, col): input (ym, xm) = M @ (y, x) + offset
+    m = np.array([[coef[1, 1], coef[0, 1]], [coef[1, 0], coef[0, 0]]])
+    offset = np.array([coef[2, 1], coef[2, 0]])
+    return ndimage.affine_transform(image, m, offset=offset, output_shape=(ny, nx), order=1,
+                                    mode="constant", cval=0.0)
+
+
+# ------------------------------------------------------------------ optics and detector
+def focal_coords(layout: Layout, ccd: int) -> tuple[np.ndarray, np.ndarray]:
+    """Focal-plane position (arcsec from CCD2's centre) of every data pixel of one CCD."""
+    ny, nx = layout.shape
+    a = layout.to_ccd2(ccd)
+    x = np.arange(nx, dtype=np.float64)[None, :]
+    y = np.arange(ny, dtype=np.float64)[:, None]
+    cx, cy = layout.ccd2_center()
+    fx = (a[0, 0] * x + a[0, 1] * y + a[0, 2] - cx) * layout.pixel_scale
+    fy = (a[1, 0] * x + a[1, 1] * y + a[1, 2] - cy) * layout.pixel_scale
+    return fx, fy
+
+
+def _bpm(layout: Layout) -> list[np.ndarray]:
+    """The real GMOS-S EEV bad-pixel mask (4x4) brought to the layout's binning."""
+    from astropy.io import fits
+
+    path, (bx, by) = instruments.static_mask_path(DETID, "bpm")
+    import bz2
+    import io
+
+    with fits.open(io.BytesIO(bz2.decompress(path.read_bytes()))) as hdul:
+        masks = [hdul["SCI", c].data.astype(bool) for c in (1, 2, 3)]
+    f = bx // layout.binning
+    return [np.repeat(np.repeat(m, f, axis=0), f, axis=1) if f > 1 else m for m in masks]
+
+
+def _illumination(layout: Layout) -> list[np.ndarray]:
+    """Lit fraction of every pixel from the real 2x2 illumination mask (64 = unlit)."""
+    from astropy.io import fits
+
+    path, (bx, by) = instruments.static_mask_path(DETID, "illum")
+    import bz2
+    import io
+
+    with fits.open(io.BytesIO(bz2.decompress(path.read_bytes()))) as hdul:
+        lit = [(hdul["SCI", c].data == 0).astype(np.float32) for c in (1, 2, 3)]
+    f = layout.binning // bx
+    if f > 1:
+        lit = [m.reshape(m.shape[0] // f, f, m.shape[1] // f, f).mean(axis=(1, 3)) for m in lit]
+    return lit
+
+
+@dataclass
+class DetectorTruth:
+    """Static truth of the detector at one binning, per CCD (lists index CCD1..3)."""
+
+    bias2d: list[np.ndarray]  # ADU, static structure on top of the amplifier level
+    illum: list[np.ndarray]  # lit fraction
+    badpix: list[np.ndarray]  # 0 good, 1 low response, 2 hot
+    hot_rate: list[np.ndarray]  # e-/s of the hot pixels
+    flat: dict[str, list[np.ndarray]]  # multiplicative response per band (CCD2 centre median = 1)
+    fringe: list[np.ndarray]  # fringe pattern, peak amplitude ~1
+
+
+def detector_truth(layout: Layout, rng: np.random.Generator) -> DetectorTruth:
+    ny, nx = layout.shape
+    illum = _illumination(layout)
+    bpm = _bpm(layout)
+    bias2d, badpix, hot_rate, p2p, fringe = [], [], [], [], []
+    yy = np.linspace(0, 1, ny)[:, None]
+    for c in range(3):
+        columns = rng.normal(0.0, 0.8, nx)[None, :]
+        glow = 3.0 * np.exp(-np.arange(nx)[None, :] / (40.0 / layout.binning * 2))
+        if c == 2:  # CCD3 is read from the right
+            glow = glow[:, ::-1]
+        bias2d.append((columns + 1.5 * yy + glow + rng.normal(0, 0.3, (ny, nx))).astype(np.float32))
+        kind = np.zeros((ny, nx), np.uint8)
+        # bad pixels in the real mask: column segments either dead-ish or hot, chosen per column
+        cols = np.unique(np.nonzero(bpm[c])[1])
+        hot_cols = cols[rng.random(cols.size) < 0.3]
+        kind[bpm[c]] = 1
+        kind[:, hot_cols] = np.where(bpm[c][:, hot_cols], 2, kind[:, hot_cols])
+        badpix.append(kind)
+        hot_rate.append(np.where(kind == 2, rng.uniform(2.0, 40.0, (ny, nx)), 0.0).astype(np.float32))
+        tex = 0.008 * rng.normal(size=(ny, nx)) + 0.003 * _random_field(rng, (ny, nx), 2.0, 8.0 / layout.binning)
+        tex[kind == 1] = rng.uniform(-0.7, -0.4, int((kind == 1).sum()))
+        p2p.append(tex.astype(np.float32))
+        thick = _random_field(rng, (ny, nx), 3.0, 60.0 / layout.binning)
+        fringe.append(np.cos(2 * np.pi * 2.5 * thick).astype(np.float32)
+                      * (0.6 + 0.4 * _random_field(rng, (ny, nx), 3.0, 200.0 / layout.binning).clip(-1, 1)).astype(np.float32))
+    flats = {}
+    for band in obsplan.FILTERS:
+        sens = ccd_sensitivity(band)
+        per_ccd = []
+        for c in range(3):
+            vig = vignetting(layout, c + 1)
+            tex = p2p[c]
+            scale = np.where(badpix[c] == 1, 1.0, P2P_SCALE[band])
+            per_ccd.append((sens[c] * vig * (1.0 + tex * scale)).astype(np.float32))
+        norm = np.median(per_ccd[1][norm_region(layout)][illum[1][norm_region(layout)] == 1.0])
+        flats[band] = [f / np.float32(norm) for f in per_ccd]
+    return DetectorTruth(bias2d, illum, badpix, hot_rate, flats, fringe)
+
+
+def vignetting(layout: Layout, ccd: int) -> np.ndarray:
+    """Optical fall-off with distance from the axis (CCD2's centre): 1 on axis, 1 - VIGNETTING at the corner."""
+    fx, fy = focal_coords(layout, ccd)
+    corner = 2.75 * 60.0 * math.sqrt(2.0)
+    return 1.0 - VIGNETTING * (np.hypot(fx, fy) / corner) ** 2
+
+
+def norm_region(layout: Layout) -> tuple[slice, slice]:
+    """CCD2's central region used to scale and normalise flats ([100:1800,100:4500] unbinned)."""
+    b = layout.binning
+    return slice(100 // b, 4500 // b), slice(100 // b, 1800 // b)
+
+
+def row_term(rng: np.random.Generator, ny: int) -> np.ndarray:
+    """Row-by-row bias wander common to a frame's data and overscan (ADU)."""
+    y = np.arange(ny) / ny
+    waves = sum(rng.choice([-1, 1]) * rng.uniform(1.0, 2.5) * np.sin(2 * np.pi * (k * y + rng.random())) for k in (0.7, 2.3, 5.1))
+    return (waves + rng.uniform(2.0, 6.0) * np.exp(-np.arange(ny) / rng.uniform(5, 20))).astype(np.float32)
