@@ -238,3 +238,13 @@ def test_deterministic(small_run, tmp_path):
     finally:
         truth.root = saved_root
         _STATE.clear()
+
+
+def test_program_size_plan():
+    """--size program matches the real program: 90 science frames, about 300 calibrations."""
+    exposures = plan.observing_plan("program", np.random.default_rng(0))
+    science = [e for e in exposures if e.obsclass == "science"]
+    calibrations = [e for e in exposures if e.obsclass == "dayCal"]
+    assert len(science) == 90 and 280 <= len(calibrations) <= 320
+    assert len({e.file for e in exposures}) == len(exposures)
+    assert all(1.0 <= e.airmass < 2.0 for e in science)

@@ -129,6 +129,7 @@ class DetectorSet:
     pixel_scale: float  # arcsec per unbinned pixel
     slow_read_ampinteg_above: int
     overscan_contaminated_columns: int | None
+    ccd_names: tuple[str, str, str]  # CCDNAME of CCD1..3
 
     def read_speed(self, ampinteg: float) -> str:
         """'slow' or 'fast' from the PHU ``AMPINTEG``."""
@@ -160,7 +161,8 @@ def _detector_sets() -> dict[str, DetectorSet]:
             ccd_shape=(int(g[0]["shape_y"]), int(g[0]["shape_x"])), gap=int(g[0]["tile_gap_unbinned"]),
             placements=placements, pixel_scale=scales[(d["instrument"], d["dettype"])],
             slow_read_ampinteg_above=int(d["slow_read_ampinteg_above"]),
-            overscan_contaminated_columns=int(contam) if contam else None)
+            overscan_contaminated_columns=int(contam) if contam else None,
+            ccd_names=tuple(d["ccd_names"].split(";")))
     return sets
 
 
