@@ -37,3 +37,5 @@ def test_demo_on_existing_run(small_run, capsys, monkeypatch):
     line = [l for l in text.splitlines() if l.startswith("overscan level - true bias level")][0]
     mean = float(line.split("mean ")[1].split(" ADU")[0])
     assert abs(mean) < 0.05
+    selections = re.findall(r"^(bias|twiFlat|sciImg)\s+(\S+)\s+(\d+)\s+(yes|NO)$", text, re.M)
+    assert len(selections) == 11 and all(ok == "yes" for *_, ok in selections)

@@ -57,7 +57,12 @@ def test_compressed_formats(real_raw, tmp_path):
             assert amp.data.dtype == np.uint16
             np.testing.assert_array_equal(amp.data, expected)
             assert str(amp.datasec) == amp.header["DATASEC"].strip()
-    assert frame.read_header(bz)["DETID"] == "EEV2037-06-03EEV8194-19-04EEV8261-07-04"
+    from gmosred.headers import scan_headers
+
+    for p in (path, bz, fz):
+        scan = scan_headers(p)
+        assert scan.phu["DETID"] == "EEV2037-06-03EEV8194-19-04EEV8261-07-04" and scan.n_ext == 3
+        assert scan.ext1["CCDSUM"].strip() == "2 2"
 
 
 def _processed():

@@ -46,6 +46,89 @@ def _info(args) -> int:
     return 1 if failed else 0
 
 
+def _obslog(args) -> int:
+    from . import obslog
+
+    words = list(args.words)
+    action = words.pop(0) if words and words[0] in ("use", "show") and (len(words) > 1 or not Path(words[0]).is_dir()) else "index"
+    if not words:
+        raise SystemExit("gmosred obslog: give the raw folder (gmosred obslog RAWDIR | use RAWDIR FILE... | show RAWDIR)")
+    rawdir = Path(words.pop(0))
+    db = Path(args.db) if args.db else obslog.default_db(rawdir)
+    if action == "use":
+        if args.use is None or not words:
+            raise SystemExit("gmosred obslog use: give FILE... and --yes or --no")
+        unknown = obslog.set_use(db, words, args.use)
+        for f in unknown:
+            print(f"error: {f}: not in the observing log {db}", file=sys.stderr)
+        print(f"use_me={int(args.use)} for {len(words) - len(unknown)} file(s) in {db}")
+        return 1 if unknown else 0
+    if words:
+        raise SystemExit(f"gmosred obslog: unexpected arguments: {' '.join(words)}")
+    if action == "show":
+        return _show_log(db, args.files)
+    s = obslog.build(rawdir, db, include_focus=args.focus, checksum=not args.no_checksum, rebuild=args.rebuild,
+                     jobs=args.jobs)
+    for name, reason in sorted(s.rejected.items()):
+        print(f"rejected: {rawdir / name}: {reason}", file=sys.stderr)
+    print(f"{db}: {len(s.added)} added, {len(s.updated)} updated, {len(s.removed)} removed, "
+          f"{s.unchanged} unchanged, {len(s.rejected)} rejected")
+    return 0
+
+
+def _show_log(db: Path, files: bool) -> int:
+    from . import obslog
+
+    if not db.exists():
+        raise SystemExit(f"gmosred obslog show: no observing log {db} (run: gmosred obslog RAWDIR)")
+    if files:
+        con = obslog.connect(db)
+        cols = ("File", "DateObs", "TimeObs", "ObsType", "ObsClass", "Object", "Filter2", "CcdBin", "RoI", "T_exp",
+                "Airmass", "use_me")
+        rows = [tuple("" if v is None else str(v) for v in r) for r in con.execute(
+            f"SELECT {', '.join(cols)} FROM obslog ORDER BY DateTime, File")]
+        con.close()
+    else:
+        cols = ("ObsClass", "ObsType", "Object", "Filter2", "CcdBin", "RoI", "N", "Used", "First", "Last", "Exposures")
+        rows = [tuple("" if r[c] is None else str(r[c]) for c in cols) for r in obslog.summary_table(db)]
+    _print_table(cols, rows)
+    for r in obslog.rejected(db):
+        print(f"rejected: {r['File']}: {r['Reason']}")
+    return 0
+
+
+def _print_table(cols, rows) -> None:
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def _select(args) -> int:
+    from . import select
+
+    criteria = {"Instrument": args.instrument, "RoI": args.roi, "CcdBin": args.bin, "Filter2": args.filter,
+                "Object": args.object, "DateObs": args.dates, "AperMask": args.mask, "Disperser": args.disperser,
+                "CentWave": args.centwave}
+    if args.show_sql:
+        sql, params = select.build_query(args.kind, **criteria)
+        print(f"-- {sql}\n-- parameters: {params}", file=sys.stderr)
+    rows = select.select(args.db, args.kind, **criteria)
+    if not rows:
+        print(f"no {args.kind} files: {select.explain_empty(args.db, args.kind, **criteria)}", file=sys.stderr)
+        return 1
+    from .frame import stem
+
+    lines = [r["Path"] if args.paths else stem(r["File"]) for r in rows]
+    if args.at_list:
+        Path(args.at_list).write_text("".join(line + "\n" for line in lines))
+        print(f"wrote {len(lines)} file(s) to {args.at_list} (use it as @{args.at_list})", file=sys.stderr)
+    else:
+        print("\n".join(lines))
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -74,6 +157,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1, help="random seed (the run is deterministic for a seed)")
     s.add_argument("--jobs", type=int, default=1, help="parallel processes")
     s.set_defaults(func=_simulate)
+
+    s = sub.add_parser(
+        "obslog", help="index a raw folder into an SQLite observing log (the cookbook's obslog.py)",
+        usage="gmosred obslog RAWDIR [options] | obslog use RAWDIR FILE... --yes|--no | obslog show RAWDIR",
+        description="Index RAWDIR into its observing log (default RAWDIR/obsLog.sqlite3), incrementally; "
+                    "'use' sets use_me for files; 'show' prints the log.")
+    s.add_argument("words", nargs="+", metavar="[use|show] RAWDIR [FILE...]")
+    s.add_argument("--db", help="observing log (default RAWDIR/obsLog.sqlite3)")
+    s.add_argument("--focus", action="store_true", help="include focus frames")
+    s.add_argument("--rebuild", action="store_true", help="re-read every file (use_me choices are kept)")
+    s.add_argument("--no-checksum", action="store_true", help="skip the MD5 of new and changed files")
+    s.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--yes", dest="use", action="store_const", const=True, help="with 'use': use_me=1")
+    g.add_argument("--no", dest="use", action="store_const", const=False, help="with 'use': use_me=0")
+    s.add_argument("--files", action="store_true", help="with 'show': one line per file")
+    s.set_defaults(func=_obslog, use=None)
+
+    from_kinds = ("bias", "dark", "twiFlat", "sciImg", "gcalFlat", "arc", "std")
+    s = sub.add_parser("select", help="select files from the observing log (the cookbook's fileSelect.py)",
+                       description="Print the files of one kind that pass the cookbook's selection rules "
+                                   "(use_me=1, LIKE on Filter2 and Object, date range / GLOB / equality).")
+    s.add_argument("kind", choices=from_kinds)
+    s.add_argument("--db", required=True, help="observing log (e.g. raw/obsLog.sqlite3)")
+    s.add_argument("--instrument", help="GMOS-N or GMOS-S")
+    s.add_argument("--bin", help="CcdBin, e.g. '2 2'")
+    s.add_argument("--roi", help="RoI: Full, CentSp, ...")
+    s.add_argument("--filter", help="filter: 'Ha' selects Filter2 LIKE 'Ha_G%%' (not HaC); or a LIKE pattern")
+    s.add_argument("--object", help="Object LIKE pattern, e.g. 'M8-%%'")
+    s.add_argument("--dates", help="YYYY-MM-DD:YYYY-MM-DD (inclusive), a GLOB pattern, or one date")
+    s.add_argument("--mask", help="AperMask (gcalFlat, arc, std)")
+    s.add_argument("--disperser", help="Disperser (gcalFlat, arc, std)")
+    s.add_argument("--centwave", type=float, help="CentWave (gcalFlat, arc, std)")
+    s.add_argument("--paths", action="store_true", help="print full paths instead of names")
+    s.add_argument("--at-list", metavar="FILE", help="write an IRAF @list file instead of printing")
+    s.add_argument("--show-sql", action="store_true", help="print the SQL and its parameters")
+    s.set_defaults(func=_select)
 
     s = sub.add_parser("info", help="describe GMOS files (raw or processed) and check that they are readable")
     s.add_argument("files", nargs="+", help=".fits, .fits.bz2 or .fits.fz files")

@@ -40,6 +40,24 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -
     t_read = time.perf_counter() - t0
     offsets = np.array(offsets)
 
+    # the cookbook's first step: the observing log, and its selections checked against the truth
+    from . import obslog, select
+
+    t0 = time.perf_counter()
+    db = workdir / "obsLog.sqlite3"
+    obslog.build(workdir / "raw", db, show_progress=False)
+    t_log = time.perf_counter() - t0
+    setup = {"Instrument": "GMOS-S", "CcdBin": f"{truth.layout.binning} {truth.layout.binning}", "RoI": "Full"}
+    checks = [("bias", {}, {"kind": "bias"})]
+    checks += [("twiFlat", {"Filter2": b}, {"kind": "twilight", "band": b}) for b in ("Ha", "HaC", "SII", "r", "i")]
+    checks += [("sciImg", {"Filter2": b, "Object": "M8-%"}, {"kind": "science", "band": b})
+               for b in ("Ha", "HaC", "SII", "r", "i")]
+    selections = []
+    for kind, criteria, match in checks:
+        got = sorted(r["File"][:-5] for r in select.select(db, kind, **setup, **criteria))
+        want = sorted(r["file"] for r in truth.frames if all(r[k] == v for k, v in match.items()))
+        selections.append((kind, criteria.get("Filter2", "-"), len(got), got == want))
+
     print()
     print(f"raw files: {workdir / 'raw'}   truth: {workdir / 'truth'}")
     print(f"{'kind':10s} {'filter':6s} {'frames':>6s}")
@@ -49,7 +67,16 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -
     print(f"stars in the truth catalogue: {len(truth.stars)}; in the reference catalogue: {len(truth.reference)}")
     print(f"overscan level - true bias level over {offsets.size} amplifiers: mean {offsets.mean():+.3f} ADU, "
           f"rms {offsets.std():.3f} ADU (expected ~{_expected_rms(truth):.3f} from read noise)")
-    print(f"simulation {t_sim:.1f} s, reading {len(truth.frames)} raw frames {t_read:.1f} s")
+    print()
+    print(f"observing log: {db}")
+    print(f"{'selection':10s} {'filter':6s} {'files':>5s}  matches the truth")
+    for kind, band, n, ok in selections:
+        print(f"{kind:10s} {band:6s} {n:5d}  {'yes' if ok else 'NO'}")
+    print()
+    print(f"simulation {t_sim:.1f} s, reading {len(truth.frames)} raw frames {t_read:.1f} s, "
+          f"observing log {t_log:.1f} s")
+    if not all(ok for *_, ok in selections):
+        return 1
     return 0
 
 

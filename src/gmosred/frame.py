@@ -290,11 +290,6 @@ def _raw_frame(path: Path, data: bytes, hdul: fits.HDUList) -> RawFrame:
     return RawFrame(path, phu, amps, detector, read_speed, gain_set)
 
 
-def read_header(path) -> fits.Header:
-    """Primary header only (the observing log's reader): no pixel data are decoded."""
-    return _load(path)[2][0].header
-
-
 # ------------------------------------------------------------------ processed frames
 @dataclass
 class Plane:
