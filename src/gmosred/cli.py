@@ -129,6 +129,86 @@ def _select(args) -> int:
     return 0
 
 
+def _inputs(items) -> list[str]:
+    """File arguments, with IRAF-style @list files expanded."""
+    out = []
+    for item in items:
+        if item.startswith("@"):
+            lst = Path(item[1:])
+            if not lst.exists():
+                raise SystemExit(f"gmosred: error: list file {lst} not found")
+            out += [line.strip() for line in lst.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        else:
+            out.append(item)
+    return out
+
+
+def _overscan(args):
+    from .calibrate.overscan import OverscanParams
+
+    return OverscanParams(mode=args.overscan, order=args.order)
+
+
+def _combine(args, defaults):
+    from dataclasses import replace
+
+    changes = {k: getattr(args, k) for k in ("method", "reject", "lsigma", "hsigma", "nkeep", "nlow", "nhigh", "var")
+               if getattr(args, k) is not None}
+    return replace(defaults, **changes)
+
+
+def _bias(args) -> int:
+    from .calibrate.bias import BiasParams, make_master_bias
+
+    p = BiasParams()
+    params = BiasParams(overscan=_overscan(args), combine=_combine(args, p.combine))
+    out = make_master_bias(_inputs(args.files), args.output, params)
+    print(f"wrote {out}")
+    return 0
+
+
+def _flat(args) -> int:
+    from .calibrate.flat import FlatParams, make_master_flat
+    from .frame import filter_name, read_raw
+
+    files = _inputs(args.files)
+    p = FlatParams()
+    params = FlatParams(overscan=_overscan(args), combine=_combine(args, p.combine), normalize=args.normalize)
+    output = args.output
+    if output is None:
+        output = f"MCflat_{filter_name(read_raw(files[0]).phu)}.fits"
+    out = make_master_flat(files, output, bias=args.bias, params=params)
+    print(f"wrote {out}")
+    return 0
+
+
+def _reduce(args) -> int:
+    from .calibrate.reduce import ReduceParams, reduce_many
+
+    params = ReduceParams(overscan=_overscan(args), bpm=args.bpm, illum=args.illum, prefix=args.prefix)
+    Path(args.outdir).mkdir(parents=True, exist_ok=True)
+    done, failed = reduce_many(_inputs(args.files), args.outdir, args.bias, args.flat, params, jobs=args.jobs)
+    print(f"reduced {len(done)} frame(s) into {args.outdir}" + (f"; {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _add_overscan_options(s) -> None:
+    s.add_argument("--overscan", choices=("row", "constant", "chebyshev", "spline", "none"),
+                   help="overscan mode (default: row for EEV/e2v, chebyshev 6 for Hamamatsu)")
+    s.add_argument("--order", type=int, default=1, help="overscan fit order (chebyshev) or pieces (spline)")
+
+
+def _add_combine_options(s) -> None:
+    s.add_argument("--method", choices=("average", "median"))
+    s.add_argument("--reject", choices=("none", "minmax", "sigclip", "avsigclip", "varclip"))
+    s.add_argument("--lsigma", type=float)
+    s.add_argument("--hsigma", type=float)
+    s.add_argument("--nkeep", type=int)
+    s.add_argument("--nlow", type=int)
+    s.add_argument("--nhigh", type=int)
+    s.add_argument("--var", choices=("scatter", "propagate"), help="output VAR from the scatter or the input VAR")
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -195,6 +275,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show-sql", action="store_true", help="print the SQL and its parameters")
     s.set_defaults(func=_select)
 
+    s = sub.add_parser("bias", help="master bias from raw biases (gbias) -> MCbias.fits")
+    s.add_argument("files", nargs="+", help="raw biases (or @list files)")
+    s.add_argument("-o", "--output", default="MCbias.fits")
+    _add_overscan_options(s)
+    _add_combine_options(s)
+    s.set_defaults(func=_bias)
+
+    s = sub.add_parser("flat", help="master twilight flat of one filter (giflat) -> MCflat_<filter>.fits")
+    s.add_argument("files", nargs="+", help="raw twilight flats of one filter (or @list files)")
+    s.add_argument("--bias", help="master bias")
+    s.add_argument("-o", "--output", help="output (default MCflat_<filter>.fits)")
+    s.add_argument("--normalize", choices=("ccd2", "ccd"), default="ccd2",
+                   help="one CCD2 level for all CCDs (the cookbook's, default) or each CCD its own")
+    _add_overscan_options(s)
+    _add_combine_options(s)
+    s.set_defaults(func=_flat)
+
+    s = sub.add_parser("reduce", help="basic reduction of science frames (gireduce) -> rg<file>.fits")
+    s.add_argument("files", nargs="+", help="raw science frames (or @list files)")
+    s.add_argument("--bias", help="master bias")
+    s.add_argument("--flat", help="master flat of the frames' filter")
+    s.add_argument("--outdir", default=".", help="output folder (default: here)")
+    s.add_argument("--bpm", help="bad-pixel mask file, or 'none' (default: the packaged one for the detector)")
+    s.add_argument("--illum", help="illumination mask file, or 'none' (default: packaged)")
+    s.add_argument("--prefix", default="rg")
+    s.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    _add_overscan_options(s)
+    s.set_defaults(func=_reduce)
+
     s = sub.add_parser("info", help="describe GMOS files (raw or processed) and check that they are readable")
     s.add_argument("files", nargs="+", help=".fits, .fits.bz2 or .fits.fz files")
     s.set_defaults(func=_info)
@@ -207,14 +316,31 @@ def _version() -> str:
     return __version__
 
 
+class _Lower:
+    """Log format 'gmosred: warning: ...' (a logging.Formatter made on first use, to keep start-up light)."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+
+    def format(self, record) -> str:
+        return self.fmt % {"levelname": record.levelname.lower(), "message": record.getMessage()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    import logging
+
     from .errors import GmosredError
 
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Lower("gmosred: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("gmosred")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return args.func(args)
     except GmosredError as e:
@@ -223,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gmosred: interrupted", file=sys.stderr)
         return 130
+    finally:
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -168,6 +168,7 @@ class AmpImage:
     gain: float  # e-/ADU from the amplifier table
     read_noise: float  # e- from the amplifier table
     bias_level: float  # ADU, typical, from the amplifier table
+    offset: int | None = None  # byte offset of the big-endian int16 data in the file (plain .fits only)
 
 
 @dataclass
@@ -259,6 +260,7 @@ def _raw_frame(path: Path, data: bytes, hdul: fits.HDUList) -> RawFrame:
     if len(hdul) < 2:
         raise GmosFileError(path, "has no image extensions")
     date = str(phu["DATE-OBS"]).strip()
+    plain = not path.name.lower().endswith((".bz2", ".fz")) and not any(isinstance(h, fits.CompImageHDU) for h in hdul)
     read_speed = detector.read_speed(float(phu.get("AMPINTEG", 0)))
     gain_set = instruments.gain_setting(float(hdul[1].header.get("GAIN", 0)))
     amps = []
@@ -286,7 +288,9 @@ def _raw_frame(path: Path, data: bytes, hdul: fits.HDUList) -> RawFrame:
             data=pixels, header=hdr, index=i, ampname=ampname, binning=binning,
             datasec=secs["DATASEC"], biassec=secs["BIASSEC"], ccdsec=secs["CCDSEC"], detsec=secs["DETSEC"],
             ccd=secs["DETSEC"].x1 // detector.ccd_shape[1] + 1,
-            gain=amp.gain, read_noise=amp.read_noise, bias_level=amp.bias_level))
+            gain=amp.gain, read_noise=amp.read_noise, bias_level=amp.bias_level,
+            offset=offsets[i] if plain and hdul[i].header["BITPIX"] == 16 and hdul[i].header.get("BZERO") == 32768
+            and hdul[i].header.get("BSCALE", 1) == 1 else None))
     return RawFrame(path, phu, amps, detector, read_speed, gain_set)
 
 

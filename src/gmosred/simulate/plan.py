@@ -166,7 +166,8 @@ def observing_plan(size: str, rng: np.random.Generator) -> list[Exposure]:
             exp = Exposure(files.next(when), "OBJECT", "dayCal", "Twilight", band, _stamp(when),
                            float(rng.choice([1.0, 2.0, 3.0, 5.0])), cal, 2 + i, n + 1, ra=ra, dec=dec)
             exp.extra["twilight_level_e"] = float(level)
-            exp.extra["gradient"] = [float(g) for g in rng.normal(0.0, 0.012, 2)]
+            # twilight sky gradient across the field: a few tenths of a percent per 165 arcsec
+            exp.extra["gradient"] = [float(g) for g in rng.normal(0.0, 0.002, 2)]
             _sky_fields(exp, when)
             plan.append(exp)
     # science: one night per pointing, all filters, dithered

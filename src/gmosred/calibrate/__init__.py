@@ -1,0 +1,1 @@
+"""Master calibrations and the basic reduction of science frames (gbias, giflat, gireduce)."""

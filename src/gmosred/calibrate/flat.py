@@ -1,0 +1,233 @@
+"""Master twilight flat per filter (giflat) -> MCflat_<filter>.fits.
+
+Each flat is overscan-corrected, trimmed and bias-subtracted; its level is the clipped mean of
+CCD2's central region ([100:1800,100:4500] unbinned, illuminated pixels); flats that are saturated
+or underexposed are left out. The others are scaled to the first one's level and combined with
+weights proportional to their level (the inverse variance of a scaled flat), rejecting outliers
+(stars, cosmic rays) against each flat's own noise model (read noise, gain, Poisson: ``varclip``
+about the median), so that good photons are kept: the master reaches the photon limit of its
+inputs. One level from CCD2 (clipped median of the central region) normalises all CCDs (the cookbook's giflat: CCD-to-CCD sensitivity
+stays in the flat), or each CCD its own (``normalize="ccd"``). Unilluminated pixels are set to 1
+and flagged DQ 64, so that science frames stay finite there.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import combine as comb
+from .. import dq as dqbits
+from ..errors import GmosredError
+from ..frame import Frame, Plane, read_processed, write
+from ..sections import Section
+from . import masks
+from . import overscan as ovs
+from .bias import noise_var, provenance
+from .inputs import close_all, open_inputs
+
+log = logging.getLogger("gmosred")
+#: CCD2's central region for flat levels (unbinned, 0-based end-exclusive: [100:1800,100:4500] 1-based).
+CENTRAL = Section(99, 1800, 99, 4500)
+ADC_MAX = 65535
+
+
+@dataclass(frozen=True)
+class FlatParams:
+    overscan: ovs.OverscanParams = field(default_factory=ovs.OverscanParams)
+    combine: comb.CombineParams = field(default_factory=lambda: comb.CombineParams(
+        method="average", reject="varclip", center="median", var="propagate", lsigma=3.0, hsigma=3.0))
+    normalize: str = "ccd2"  # ccd2 (the cookbook's) | ccd
+    min_level: float = 1000.0  # ADU: below, the flat is underexposed
+    max_saturated: float = 0.005  # fraction of central pixels at the ADC limit above which a flat is saturated
+    weight: bool = True  # weight by level
+
+    def __post_init__(self):
+        if self.normalize not in ("ccd2", "ccd"):
+            raise ValueError("normalize must be 'ccd2' or 'ccd'")
+
+
+def central_region(header, binning, shape) -> tuple[slice, slice]:
+    """CCD2's central region in a plane's pixels (intersected with the plane's CCDSEC)."""
+    ccdsec = Section.parse(header["CCDSEC"])
+    bx, by = binning
+    x1 = max(CENTRAL.x1, ccdsec.x1) - ccdsec.x1
+    x2 = min(CENTRAL.x2, ccdsec.x2) - ccdsec.x1
+    y1 = max(CENTRAL.y1, ccdsec.y1) - ccdsec.y1
+    y2 = min(CENTRAL.y2, ccdsec.y2) - ccdsec.y1
+    ys = slice(max(-(-y1 // by), 0), min(y2 // by, shape[0]))
+    xs = slice(max(-(-x1 // bx), 0), min(x2 // bx, shape[1]))
+    if ys.stop <= ys.start or xs.stop <= xs.start:
+        raise GmosredError("the frame does not cover CCD2's central region: cannot scale or normalise flats")
+    return ys, xs
+
+
+def clipped_mean(values: np.ndarray, nsigma: float = 3.0, median: bool = False) -> float:
+    """Mean (or median) after clipping outliers about the median (stars, cosmics, bad pixels)."""
+    v = values[np.isfinite(values)]
+    for _ in range(5):
+        med = np.median(v)
+        sd = 1.4826 * np.median(np.abs(v - med))
+        keep = np.abs(v - med) < nsigma * max(sd, 1e-6)
+        if keep.all():
+            break
+        v = v[keep]
+    return float(np.median(v) if median else v.mean())
+
+
+def load_calibration(path, kind: str) -> Frame:
+    try:
+        return read_processed(path)
+    except GmosredError as e:
+        raise GmosredError(f"{kind} {e}") from None
+
+
+def check_calibration(cal: Frame, cal_path, reader, kind: str) -> None:
+    """Detector, binning, ROI and overscan state of a calibration against a raw frame."""
+    raw = reader.raw
+    problems = []
+    if cal.phu.get("DETID", "").strip() != raw.detector.detid:
+        problems.append(f"detector {cal.phu.get('DETID', '?').strip()} vs {raw.detector.detid}")
+    versions = {p.extver for p in cal.planes}
+    for ccd in reader.ccds:
+        if ccd not in versions:
+            problems.append(f"no CCD{ccd}")
+            continue
+        p = cal.plane(ccd)
+        hdr = reader.header(ccd)
+        if p.header.get("CCDSUM", "").strip() != hdr.get("CCDSUM", "").strip():
+            problems.append(f"binning {p.header.get('CCDSUM', '?').strip()} vs {hdr['CCDSUM'].strip()}")
+            break
+        if p.header.get("CCDSEC") != hdr["CCDSEC"] or p.sci.shape != reader.shape(ccd):
+            problems.append(f"CCD{ccd} section {p.header.get('CCDSEC')} vs {hdr['CCDSEC']} (ROI)")
+            break
+    mode = reader.planes[reader.ccds[0]][0].overscan.mode
+    cal_mode = str(cal.phu.get("OVSMODE", "")).strip()
+    if cal_mode and (cal_mode == "none") != (mode == "none"):
+        state = {True: "not subtracted", False: "subtracted"}
+        problems.append(f"overscan {state[cal_mode == 'none']} in the {kind} but {state[mode == 'none']} in the frame")
+    if problems:
+        raise GmosredError(f"{kind} {cal_path} does not match {reader.path}: {'; '.join(problems)}")
+
+
+def make_master_flat(paths, out, bias=None, params: FlatParams = FlatParams(), tmpdir=None) -> Path:
+    """Combine raw twilight flats of one filter into a normalised master flat; returns the output path."""
+    out = Path(out)
+    bias_frame = load_calibration(bias, "bias") if bias else None
+    readers = open_inputs(paths, params.overscan, what="master flat", tmpdir=tmpdir or out.parent)
+    try:
+        filters = {r.raw.filter for r in readers}
+        if len(filters) > 1:
+            common = max(filters, key=lambda f: sum(r.raw.filter == f for r in readers))
+            for r in [r for r in readers if r.raw.filter != common]:
+                log.warning(f"{r.path}: filter {r.raw.filter} is not {common}: left out of the master flat")
+                r.close()
+            readers = [r for r in readers if r.raw.filter == common]
+        first = readers[0]
+        if bias_frame is not None:
+            check_calibration(bias_frame, bias, first, "bias")
+        levels, good = [], []
+        for r in readers:
+            level, reason = _flat_level(r, bias_frame, params)
+            if reason:
+                log.warning(f"{r.path}: {reason}: left out of the master flat")
+                r.close()
+                continue
+            levels.append(level)
+            good.append(r)
+        if not good:
+            raise GmosredError(f"no usable flats for {out.name}")
+        readers = good
+        first = readers[0]
+        scales = [levels[0] / lv for lv in levels]
+        weights = levels if params.weight else None
+        planes = []
+        for ccd in first.ccds:
+            bplane = bias_frame.plane(ccd) if bias_frame is not None else None
+
+            def provider(r, ccd=ccd, bplane=bplane):
+                nvar = noise_var(r, ccd)
+                gain = r.amp_map(ccd, "gain")
+
+                def band(y0, y1):  # in electrons: the flat keeps the CCDs' (and amplifiers') sensitivities
+                    c = r.band(ccd, y0, y1)
+                    var = nvar + np.maximum(c, 0) / gain
+                    if bplane is not None:
+                        c -= bplane.sci[y0:y1]
+                        if bplane.var is not None:
+                            var = var + bplane.var[y0:y1]
+                    dq = bplane.dq[y0:y1] if bplane is not None and bplane.dq is not None else None
+                    return comb.Band(c * gain, (var * gain * gain).astype(np.float32), dq)
+                return band
+            res = comb.combine([provider(r) for r in readers], first.shape(ccd), params.combine,
+                               scales=scales, weights=weights)
+            hdr = first.header(ccd)
+            planes.append(Plane(res.sci, hdr, res.var, res.dq, extver=ccd))
+        norm = _normalise(planes, first, params)
+        phu = provenance(first.raw.phu.copy(), "GIFLAT", readers, params.combine, params.overscan)
+        phu["OBJECT"] = "Twilight"
+        phu["GIFLNORM"] = (round(norm, 4), "Normalisation level (e-), CCD2 central region")
+        phu["FLATNORM"] = (params.normalize, "ccd2: one level for all CCDs; ccd: each its own")
+        if bias:
+            phu["BIASIM"] = (Path(bias).name, "Bias image used")
+        for k, (r, lv) in enumerate(zip(readers, levels), start=1):
+            phu[f"FLTLEV{k:02d}"] = (round(lv, 2), f"Level (e-) of {r.path.name}")
+        return write(Frame(phu, planes), out)
+    finally:
+        close_all(readers)
+
+
+def _flat_level(r, bias_frame, params: FlatParams) -> tuple[float, str | None]:
+    """Level (electrons) of a flat in CCD2's central region, or a reason to leave it out."""
+    if 2 not in r.ccds:
+        return 0.0, "no CCD2"
+    hdr = r.header(2)
+    ys, xs = central_region(hdr, r.raw.binning, r.shape(2))
+    c = r.band(2, ys.start, ys.stop)[:, xs]
+    raw = r.raw_band(2, ys.start, ys.stop)[:, xs]
+    if bias_frame is not None:
+        c -= bias_frame.plane(2).sci[ys, xs]
+    gain = np.broadcast_to(r.amp_map(2, "gain")[:, xs], c.shape)
+    lit = _lit(r, 2, hdr)
+    if lit is not None:
+        lit = lit[ys, xs]
+        c, raw, gain = c[lit], raw[lit], gain[lit]
+    saturated = float(np.mean(raw >= ADC_MAX))
+    if saturated > params.max_saturated:
+        return 0.0, f"saturated ({100 * saturated:.1f}% of CCD2's central pixels at the ADC limit)"
+    adu = clipped_mean(np.ravel(c))
+    if adu < params.min_level:
+        return adu, f"underexposed (level {adu:.0f} ADU < {params.min_level:.0f})"
+    return clipped_mean(np.ravel(c * gain)), None
+
+
+def _lit(reader, ccd, hdr):
+    unlit = masks.static_mask(reader.raw.detector.detid, "illum", ccd, Section.parse(hdr["CCDSEC"]), reader.raw.binning)
+    return None if unlit is None else ~unlit
+
+
+def _normalise(planes: list[Plane], reader, params: FlatParams) -> float:
+    """Divide by CCD2's central level (or each CCD by its own); unilluminated pixels -> 1, DQ 64."""
+    levels = {}
+    for p in planes:
+        lit = _lit(reader, p.extver, p.header)
+        if lit is not None:
+            p.dq |= np.where(lit, 0, dqbits.UNILLUMINATED).astype(np.uint16)
+        good = (p.dq & (dqbits.FAIL | dqbits.UNILLUMINATED)) == 0
+        if p.extver == 2:
+            ys, xs = central_region(p.header, reader.raw.binning, p.sci.shape)
+            levels[2] = clipped_mean(p.sci[ys, xs][good[ys, xs]], median=True)
+        levels.setdefault(p.extver, clipped_mean(p.sci[good], median=True) if params.normalize == "ccd" else None)
+    if 2 not in levels:
+        raise GmosredError("flats without CCD2 cannot be normalised")
+    for p in planes:
+        norm = levels[2] if params.normalize == "ccd2" or p.extver == 2 else levels[p.extver]
+        p.sci /= np.float32(norm)
+        p.var /= np.float32(norm * norm)
+        unlit = (p.dq & dqbits.UNILLUMINATED) != 0
+        p.sci[unlit] = 1.0
+        p.var[unlit] = 0.0
+        p.header["FLATNORM"] = (round(float(norm), 4), "Level divided out (e-)")
+    return float(levels[2])

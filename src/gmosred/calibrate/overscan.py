@@ -1,0 +1,143 @@
+"""Overscan: the bias level of each amplifier, row by row, from its overscan columns.
+
+Modes:
+
+* ``row`` (DRAGONS' default for EEV/e2v): the mean of each row's overscan pixels, with rows that
+  deviate from a running median by more than ``sigma`` replaced by that median;
+* ``constant``: one sigma-clipped level for the whole amplifier;
+* ``chebyshev`` / ``spline``: a fit of the row means with iterative sigma clipping (``order`` is the
+  polynomial order, or the number of spline pieces); DRAGONS fits Hamamatsu overscans with order 6
+  and leaves out the bottom 48 unbinned rows.
+
+The columns next to the data are contaminated by charge from it (4 for EEV, 5 for e2v DD: the
+detector table); they and the outermost column are skipped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..sections import Section
+
+MODES = ("row", "constant", "chebyshev", "spline", "none")
+#: Column skipped at the far edge of the overscan (as DRAGONS: BIASSEC [1:32] -> [2:28] for EEV).
+EDGE_COLUMNS = 1
+#: Where the detector table has no contamination width (Hamamatsu), skip as many as for EEV.
+DEFAULT_CONTAMINATED = 4
+#: DRAGONS' Hamamatsu defaults.
+HAMAMATSU_ORDER, HAMAMATSU_SKIP_ROWS_UNBINNED = 6, 48
+
+
+@dataclass(frozen=True)
+class OverscanParams:
+    """How to measure the overscan. ``mode=None`` picks the family default."""
+
+    mode: str | None = None
+    order: int = 1
+    sigma: float = 3.0
+    niter: int = 5
+    window: int = 31  # running-median rows for the ``row`` mode
+    skip_rows: int | None = None  # bottom rows (unbinned) left out of fits; None = family default
+
+    def __post_init__(self):
+        if self.mode is not None and self.mode not in MODES:
+            raise ValueError(f"overscan mode {self.mode!r}: choose from {', '.join(MODES)}")
+        if self.order < 0 or self.sigma <= 0 or self.niter < 0 or self.window < 1:
+            raise ValueError("overscan order, sigma, niter and window must be positive")
+
+
+@dataclass
+class Overscan:
+    """The measured overscan of one amplifier."""
+
+    mode: str
+    levels: np.ndarray  # ADU per data row
+    section: Section | None  # overscan pixels used (extension coordinates)
+    rms: float  # ADU, scatter of the overscan pixels about the levels
+    variance: float  # ADU^2, variance of the subtracted level of one row
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.levels)) if self.levels.size else 0.0
+
+
+def resolve(params: OverscanParams, family: str) -> OverscanParams:
+    """The family defaults: row for EEV and e2v DD; Chebyshev order 6 without the bottom 48 rows for Hamamatsu."""
+    if params.mode is not None:
+        return params
+    if family == "Hamamatsu":
+        return OverscanParams("chebyshev", HAMAMATSU_ORDER, params.sigma, params.niter, params.window,
+                              HAMAMATSU_SKIP_ROWS_UNBINNED if params.skip_rows is None else params.skip_rows)
+    return OverscanParams("row", params.order, params.sigma, params.niter, params.window, params.skip_rows)
+
+
+def used_section(biassec: Section, datasec: Section, contaminated: int | None) -> Section:
+    """The overscan columns to use: not those next to the data, nor the outermost one."""
+    skip = DEFAULT_CONTAMINATED if contaminated is None else contaminated
+    if biassec.x1 >= datasec.x2:  # overscan right of the data
+        x1, x2 = biassec.x1 + skip, biassec.x2 - EDGE_COLUMNS
+    else:  # overscan left of the data
+        x1, x2 = biassec.x1 + EDGE_COLUMNS, biassec.x2 - skip
+    if x2 - x1 < 2:
+        raise ValueError(f"overscan {biassec} has too few columns once {skip}+{EDGE_COLUMNS} are skipped")
+    return Section(x1, x2, biassec.y1, biassec.y2)
+
+
+def measure(pixels: np.ndarray, biassec: Section, datasec: Section, family: str, contaminated: int | None,
+            params: OverscanParams, ybin: int = 1) -> Overscan:
+    """Measure the overscan of one raw amplifier ``pixels`` (uint16 or float, full extension)."""
+    params = resolve(params, family)
+    ny = datasec.y2 - datasec.y1
+    if params.mode == "none":
+        return Overscan("none", np.zeros(ny, np.float32), None, 0.0, 0.0)
+    sec = used_section(biassec, datasec, contaminated)
+    strip = pixels[datasec.y1:datasec.y2, sec.x1:sec.x2].astype(np.float64)
+    ncol = strip.shape[1]
+    rows = strip.mean(axis=1)
+    rows_y = np.arange(ny, dtype=float)
+    if params.mode == "row":
+        smooth = ndimage.median_filter(rows, size=min(params.window, ny), mode="nearest")
+        resid = rows - smooth
+        sd = 1.4826 * np.median(np.abs(resid - np.median(resid)))
+        bad = np.abs(resid) > params.sigma * max(sd, 1e-6)
+        levels = np.where(bad, smooth, rows)
+        pixel_rms = float(np.std(strip[~bad] - levels[~bad, None]))
+        variance = pixel_rms**2 / ncol
+    else:
+        skip = (params.skip_rows or 0) // ybin
+        use = rows_y >= skip
+        levels, kept = _fit(rows_y, rows, use, params, ny)
+        pixel_rms = float(np.std(strip[kept] - levels[kept, None]))
+        # the variance of a fitted level: pixel variance over the pixels per fitted parameter
+        npar = 1 if params.mode == "constant" else params.order + 1
+        variance = pixel_rms**2 * npar / (ncol * max(int(kept.sum()), 1))
+    return Overscan(params.mode, levels.astype(np.float32), sec, pixel_rms, float(variance))
+
+
+def _fit(y: np.ndarray, rows: np.ndarray, use: np.ndarray, params: OverscanParams, ny: int):
+    """The fitted levels and the rows kept by the clipping."""
+    from numpy.polynomial import chebyshev
+    from scipy.interpolate import make_lsq_spline
+
+    keep = use.copy()
+    model = np.full(ny, np.median(rows[use]))
+    for _ in range(params.niter + 1):
+        if params.mode == "constant":
+            model = np.full(ny, rows[keep].mean())
+        elif params.mode == "chebyshev":
+            coef = chebyshev.chebfit(y[keep], rows[keep], params.order)
+            model = chebyshev.chebval(y, coef)
+        else:  # spline: `order` cubic pieces between evenly spaced knots
+            pieces = max(params.order, 1)
+            inner = np.linspace(y[keep][0], y[keep][-1], pieces + 1)[1:-1]
+            t = np.r_[[y[keep][0]] * 4, inner, [y[keep][-1]] * 4]
+            model = make_lsq_spline(y[keep], rows[keep], t, k=3)(y)
+        resid = rows - model
+        sd = np.std(resid[keep])
+        new = use & (np.abs(resid) <= params.sigma * max(sd, 1e-9))
+        if (new == keep).all():
+            break
+        keep = new
+    return model, keep

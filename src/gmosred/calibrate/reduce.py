@@ -1,0 +1,186 @@
+"""Basic reduction of science frames (gireduce) -> rg<file>.fits.
+
+SCI = (raw - overscan - bias) / flat x gain, in electrons (GAIN = 1, GAINMULT = the gain used).
+VAR, in electrons^2, from the read noise, the overscan level's uncertainty, the Poisson noise of
+the counts *before* flat-fielding and the calibrations' VAR:
+
+    VAR = g^2/f^2 [ (rn/g)^2 + var_overscan + max(c, 0)/g + VAR_bias ] + SCI^2 VAR_flat / f^2,
+
+with c = raw - overscan - bias in ADU. (Gemini IRAF's gireduce uses the already flat-fielded
+counts in the Poisson term, which misstates the noise wherever the flat is not 1.)
+DQ = static bad pixels (1) | saturated, judged on the raw counts (4) | unilluminated (64) |
+the calibrations' DQ.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .. import dq as dqbits
+from .. import instruments
+from ..errors import GmosredError
+from ..frame import Frame, Plane, write
+from ..sections import Section
+from . import masks
+from . import overscan as ovs
+from .bias import noise_var
+from .ccd import CCDReader
+from .flat import ADC_MAX, check_calibration, load_calibration
+
+log = logging.getLogger("gmosred")
+
+
+@dataclass(frozen=True)
+class ReduceParams:
+    overscan: ovs.OverscanParams = field(default_factory=ovs.OverscanParams)
+    bpm: str | None = None  # a BPM file; None: the packaged one for the detector; "none": no BPM
+    illum: str | None = None  # an illumination mask file; None: packaged; "none": no mask
+    prefix: str = "rg"
+
+
+def reduce_frame(path, outdir, bias=None, flat=None, params: ReduceParams = ReduceParams(),
+                 bias_frame: Frame | None = None, flat_frame: Frame | None = None) -> Path:
+    """Reduce one raw science frame; returns the path of ``<outdir>/<prefix><name>.fits``."""
+    reader = CCDReader(path, params.overscan)
+    raw = reader.raw
+    if bias and bias_frame is None:
+        bias_frame = load_calibration(bias, "bias")
+    if flat and flat_frame is None:
+        flat_frame = load_calibration(flat, "flat")
+    if bias_frame is not None:
+        check_calibration(bias_frame, bias, reader, "bias")
+    if flat_frame is not None:
+        check_calibration(flat_frame, flat, reader, "flat")
+        flat_band = _band(flat_frame.phu)
+        if flat_band != raw.filter:
+            raise GmosredError(f"flat {flat} is for filter {flat_band}, {path} was taken in {raw.filter}")
+    planes = []
+    for ccd in reader.ccds:
+        planes.append(_reduce_ccd(reader, ccd, bias_frame, flat_frame, params))
+    phu = raw.phu.copy()
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    from .. import __version__
+
+    phu["GIREDUCE"] = (now, f"UT time stamp for GIREDUCE (gmosred {__version__})")
+    phu["GGAIN"] = (now, "UT time stamp for GGAIN")
+    phu["TRIMMED"] = ("yes", "Overscan section trimmed")
+    phu["OVSMODE"] = (reader.planes[reader.ccds[0]][0].overscan.mode, "Overscan mode used")
+    phu["BIASIM"] = (Path(bias).name if bias else "none", "Bias image used")
+    phu["FLATIM"] = (Path(flat).name if flat else "none", "Flat field used")
+    phu["BPMFILE"] = (masks.mask_name(raw.detector.detid, "bpm", None if params.bpm in (None, "none") else params.bpm)
+                      if params.bpm != "none" else "none", "Static bad-pixel mask")
+    phu["BUNIT"] = ("electron", "Units of SCI")
+    out = Path(outdir) / f"{params.prefix}{raw.name}.fits"
+    reader.close()
+    return write(Frame(phu, planes), out)
+
+
+_CAL_CACHE: dict = {}
+
+
+def _cached(path, kind):
+    """Calibrations loaded once per process (keyed by path and mtime)."""
+    if not path:
+        return None
+    key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
+    if key not in _CAL_CACHE:
+        _CAL_CACHE.clear() if len(_CAL_CACHE) > 8 else None
+        _CAL_CACHE[key] = load_calibration(path, kind)
+    return _CAL_CACHE[key]
+
+
+def _reduce_one(args):
+    path, outdir, bias, flat, params = args
+    try:
+        return path, reduce_frame(path, outdir, bias, flat, params, _cached(bias, "bias"), _cached(flat, "flat")), None
+    except GmosredError as e:
+        return path, None, str(e)
+
+
+def reduce_many(paths, outdir, bias=None, flat=None, params: ReduceParams = ReduceParams(), jobs: int = 1,
+                show_progress: bool | None = None) -> tuple[list[Path], dict[str, str]]:
+    """Reduce several frames (in parallel with ``jobs`` > 1); a failing frame is reported, the others go on."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..progress import progress
+
+    args = [(str(p), str(outdir), bias, flat, params) for p in paths]
+    done, failed = [], {}
+    bar = progress(total=len(args), desc="reduce", enabled=show_progress)
+    results = ProcessPoolExecutor(jobs).map(_reduce_one, args) if jobs > 1 and len(args) > 1 else map(_reduce_one, args)
+    for path, out, err in results:
+        if err:
+            log.warning(f"{err}: not reduced")
+            failed[path] = err
+        else:
+            done.append(out)
+        bar.update()
+    bar.close()
+    return done, failed
+
+
+def _band(phu) -> str:
+    from ..frame import filter_name
+
+    return filter_name(phu)
+
+
+def _reduce_ccd(reader: CCDReader, ccd: int, bias_frame, flat_frame, params: ReduceParams) -> Plane:
+    raw = reader.raw
+    hdr = reader.header(ccd)
+    c = reader.plane(ccd)
+    raw_adu = reader.raw_band(ccd, 0, c.shape[0])
+    gain = reader.amp_map(ccd, "gain")
+    var = noise_var(reader, ccd)  # read noise and overscan level, ADU^2
+    dq = np.zeros(c.shape, np.uint16)
+    if bias_frame is not None:
+        b = bias_frame.plane(ccd)
+        c -= b.sci
+        if b.var is not None:
+            var = var + b.var
+        if b.dq is not None:
+            dq |= b.dq
+    var = var + np.maximum(c, 0) / gain  # Poisson noise of the counts, before flat-fielding
+    # saturation on the raw counts: the ADC limit, and the full well where the table has one
+    sat = raw_adu >= ADC_MAX
+    for a in reader.planes[ccd]:
+        well = instruments.full_well(str(raw.phu.get("DETECTOR", "")), a.amp.ampname)
+        if well is not None:
+            sat[:, a.columns] |= c[:, a.columns] * a.amp.gain >= well
+    dq |= np.where(sat, dqbits.SATURATED, 0).astype(np.uint16)
+    ccdsec = Section.parse(hdr["CCDSEC"])
+    if params.bpm != "none":
+        bpm = masks.static_mask(raw.detector.detid, "bpm", ccd, ccdsec, raw.binning, params.bpm)
+        if bpm is not None:
+            dq |= np.where(bpm, dqbits.BAD_PIXEL, 0).astype(np.uint16)
+    if params.illum != "none":
+        unlit = masks.static_mask(raw.detector.detid, "illum", ccd, ccdsec, raw.binning, params.illum)
+        if unlit is not None:
+            dq |= np.where(unlit, dqbits.UNILLUMINATED, 0).astype(np.uint16)
+    if flat_frame is not None:
+        fp = flat_frame.plane(ccd)
+        f = fp.sci
+        fvar = fp.var if fp.var is not None else 0.0
+        if fp.dq is not None:
+            dq |= fp.dq
+        bad_flat = ~(f > 0)
+        f = np.where(bad_flat, 1.0, f).astype(np.float32)
+        dq |= np.where(bad_flat, dqbits.BAD_PIXEL, 0).astype(np.uint16)
+    else:
+        f, fvar = np.float32(1.0), 0.0
+    sci = c * gain / f
+    var_e = var * gain * gain / (f * f) + sci * sci * fvar / (f * f)
+    hdr["GAIN"] = (1.0, "Gain (data in electrons)")
+    hdr["GAINMULT"] = (float(reader.planes[ccd][0].amp.gain), "Gain multiplication (e-/ADU)")
+    hdr["GAINORIG"] = (float(reader.planes[ccd][0].amp.header.get("GAIN", 0)), "Raw header GAIN (stale)")
+    hdr["RDNOISE"] = (float(reader.planes[ccd][0].amp.read_noise), "Read noise (e-), amplifier table")
+    hdr["RONORIG"] = (float(reader.planes[ccd][0].amp.header.get("RDNOISE", 0)), "Raw header RDNOISE (stale)")
+    hdr["BUNIT"] = ("electron", "Physical units")
+    if len(reader.planes[ccd]) > 1:
+        for k, a in enumerate(reader.planes[ccd], start=1):
+            hdr[f"GAINMUL{k}"] = float(a.amp.gain)
+    return Plane(sci.astype(np.float32), hdr, var_e.astype(np.float32), dq, extver=ccd)

@@ -1,0 +1,145 @@
+"""The combine engine: agreement with ccdproc, rejection rules, masks, VAR, bounded memory."""
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+from gmosred import dq as dqbits
+from gmosred.combine import Band, CombineParams, combine, combine_arrays
+
+
+def _stack(n=9, shape=(120, 90), seed=1, hits=True):
+    rng = np.random.default_rng(seed)
+    arrs = [rng.normal(100, 5, shape).astype(np.float32) for _ in range(n)]
+    if hits:
+        for a in arrs[:3]:
+            a[rng.integers(0, shape[0], 40), rng.integers(0, shape[1], 40)] += 400
+    return arrs
+
+
+def _ccdproc(arrs, **kw):
+    import ccdproc
+    from astropy.nddata import CCDData
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ccdproc.combine([CCDData(a, unit="adu") for a in arrs], dtype=np.float32, **kw).data
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    (dict(method="average", reject="sigclip", maxiters=1, center="mean"),
+     dict(method="average", sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
+          sigma_clip_func=np.ma.mean, sigma_clip_dev_func=np.ma.std)),
+    (dict(method="median", reject="sigclip", maxiters=1, center="median"),
+     dict(method="median", sigma_clip=True, sigma_clip_low_thresh=3, sigma_clip_high_thresh=3,
+          sigma_clip_func=np.ma.median, sigma_clip_dev_func=np.ma.std)),
+    (dict(method="median", reject="none"), dict(method="median")),
+    (dict(method="average", reject="none"), dict(method="average")),
+    (dict(method="average", reject="minmax", nlow=1, nhigh=2), dict(method="average", clip_extrema=True, nlow=1, nhigh=2)),
+])
+def test_agrees_with_ccdproc(ours, theirs):
+    """Same inputs and rejection settings: the same result as ccdproc.combine, to float32 precision."""
+    arrs = _stack()
+    got = combine_arrays(arrs, CombineParams(**ours, band_mb=0.05)).sci
+    # float32 precision: within 2.5 units in the last place
+    np.testing.assert_allclose(got, _ccdproc(arrs, **theirs), rtol=2.5 * np.finfo(np.float32).eps, atol=0)
+
+
+def test_band_size_and_threads_do_not_change_the_result():
+    arrs = _stack()
+    a = combine_arrays(arrs, CombineParams(band_mb=0.01, threads=1))
+    b = combine_arrays(arrs, CombineParams(band_mb=100, threads=2))
+    for x, y in ((a.sci, b.sci), (a.var, b.var), (a.dq, b.dq), (a.nused, b.nused)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_rejection_finds_the_hits_and_keeps_the_rest():
+    arrs = _stack(n=9, hits=False)
+    clean = combine_arrays(arrs, CombineParams(reject="none"))
+    arrs[0][10, 10] += 1000
+    arrs[1][20, 30] -= 800
+    for reject in ("avsigclip", "minmax"):
+        res = combine_arrays(arrs, CombineParams(reject=reject))
+        assert res.nused[10, 10] <= 8 and abs(res.sci[10, 10] - 100) < 10
+    # plain sigma clipping needs more inputs: one outlier among n sits at most (n-1)/sqrt(n) sigma out
+    many = _stack(n=20, hits=False)
+    many[0][10, 10] += 1000
+    res = combine_arrays(many, CombineParams(reject="sigclip"))
+    assert res.nused[10, 10] == 19 and abs(res.sci[10, 10] - 100) < 5
+    res = combine_arrays(arrs, CombineParams(reject="avsigclip"))
+    # avsigclip keeps good values: almost every pixel keeps all 9
+    assert np.mean(res.nused == 9) > 0.98
+    varclip = combine_arrays(arrs, CombineParams(reject="varclip", center="median"), variances=[np.full_like(a, 25.0) for a in arrs])
+    # 3-sigma clipping against the noise model loses a few tenths of a percent of good values
+    assert varclip.nused[20, 30] == 8 and np.mean(varclip.nused) / 9 > 0.995
+    diff = (varclip.sci - clean.sci).ravel()
+    assert abs(np.delete(diff, [10 * 90 + 10, 20 * 90 + 30]).mean()) < 0.02  # symmetric: no bias
+
+
+def test_nkeep():
+    arrs = [np.full((4, 4), v, np.float32) for v in (1.0, 2.0, 100.0, 200.0)]
+    res = combine_arrays(arrs, CombineParams(reject="minmax", nlow=2, nhigh=2, nkeep=1))
+    assert (res.nused == 4).all()  # rejecting 4 of 4 would break nkeep: nothing is rejected
+    res = combine_arrays(arrs, CombineParams(reject="minmax", nlow=1, nhigh=1, nkeep=1))
+    assert (res.nused == 2).all() and np.allclose(res.sci, 51.0)
+
+
+def test_dq_masks_and_no_data():
+    arrs = _stack(n=5, hits=False)
+    dqs = [np.zeros(a.shape, np.uint16) for a in arrs]
+    arrs[0][5, 5] = 1e6
+    dqs[0][5, 5] = dqbits.COSMIC_RATE if hasattr(dqbits, "COSMIC_RATE") else dqbits.COSMIC_RAY
+    for d in dqs:
+        d[7, 7] = dqbits.BAD_PIXEL
+        d[8, 8] = dqbits.NON_LINEAR  # not a "fail" bit: used
+    res = combine_arrays(arrs, CombineParams(reject="none"), dqs=dqs)
+    assert res.nused[5, 5] == 4 and res.sci[5, 5] < 200
+    assert res.dq[7, 7] & dqbits.NO_DATA and res.dq[7, 7] & dqbits.BAD_PIXEL and res.nused[7, 7] == 0
+    assert np.isfinite(res.sci[7, 7])
+    assert res.nused[8, 8] == 5 and res.dq[8, 8] == dqbits.NON_LINEAR
+    assert res.dq[5, 5] == 0  # AND of the inputs: flagged in one input only
+
+
+def test_variance():
+    rng = np.random.default_rng(4)
+    arrs = [rng.normal(0, 3.0, (300, 300)).astype(np.float32) for _ in range(6)]
+    res = combine_arrays(arrs, CombineParams(reject="none"))
+    assert np.mean(res.var) == pytest.approx(9.0 / 6, rel=0.02)
+    assert np.var(res.sci) == pytest.approx(9.0 / 6, rel=0.03)
+    prop = combine_arrays(arrs, CombineParams(reject="none", var="propagate"),
+                          variances=[np.full_like(a, 9.0) for a in arrs])
+    assert np.allclose(prop.var, 1.5)
+    # weighted: inverse-variance weights give the smallest variance
+    varr = [np.full_like(a, v) for a, v in zip(arrs, (1, 2, 4, 8, 16, 32))]
+    w = combine_arrays(arrs, CombineParams(reject="none", var="propagate"), variances=varr,
+                       weights=[1, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32])
+    assert np.allclose(w.var, 1 / sum(1 / np.array([1, 2, 4, 8, 16, 32])))
+    scaled = combine_arrays(arrs, CombineParams(reject="none"), scales=[2.0] * 6, offsets=[1.0] * 6)
+    np.testing.assert_allclose(scaled.sci, 2 * res.sci + 1, atol=1e-5)
+
+
+def test_memory_is_bounded_by_bands():
+    """Combining 16 inputs of 1000x1000 keeps a band of each, not the whole stack."""
+    shape, n = (1000, 1000), 16
+
+    def provider(k):
+        def band(y0, y1):
+            rng = np.random.default_rng([k, y0])
+            return Band(rng.normal(10, 1, (y1 - y0, shape[1])).astype(np.float32))
+        return band
+
+    tracemalloc.start()
+    res = combine([provider(k) for k in range(n)], shape, CombineParams(band_mb=8, threads=1))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    total_input = n * shape[0] * shape[1] * 4
+    assert res.sci.shape == shape and abs(res.sci.mean() - 10) < 0.01
+    assert peak < 0.5 * total_input, (peak, total_input)
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="rejection 'clip'"):
+        CombineParams(reject="clip")
+    with pytest.raises(ValueError, match="varclip rejection needs input VAR"):
+        combine_arrays(_stack(n=3), CombineParams(reject="varclip"))
