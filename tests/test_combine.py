@@ -69,7 +69,7 @@ def test_rejection_finds_the_hits_and_keeps_the_rest():
     assert res.nused[10, 10] == 19 and abs(res.sci[10, 10] - 100) < 5
     res = combine_arrays(arrs, CombineParams(reject="avsigclip"))
     # avsigclip keeps good values: almost every pixel keeps all 9
-    assert np.mean(res.nused == 9) > 0.98
+    assert np.mean(res.nused) / 9 > 0.995
     varclip = combine_arrays(arrs, CombineParams(reject="varclip", center="median"), variances=[np.full_like(a, 25.0) for a in arrs])
     # 3-sigma clipping against the noise model loses a few tenths of a percent of good values
     assert varclip.nused[20, 30] == 8 and np.mean(varclip.nused) / 9 > 0.995

@@ -11,14 +11,19 @@ or medianed. Rejection:
 
 * ``none``;
 * ``minmax``: the ``nlow`` lowest and ``nhigh`` highest valid values;
-* ``sigclip``: beyond ``lsigma``/``hsigma`` standard deviations of the kept values about their
-  mean or median, iterated up to ``maxiters`` times (astropy's ``sigma_clip``, as ccdproc uses it);
+* ``sigclip``: beyond ``lsigma``/``hsigma`` standard deviations of the kept values about a
+  centre, iterated up to ``maxiters`` times (with ``center="mean"`` and ``maxiters=1``,
+  astropy's ``sigma_clip`` as ccdproc uses it);
 * ``avsigclip``: as sigclip, but with the standard deviation averaged along each row of the band
   (IRAF's idea: a precise sigma even from few inputs), scaled by sqrt(level / row mean level) where
   the signal dominates the noise;
 * ``varclip``: with each input's own VAR as its sigma (a CCD noise model: read noise and Poisson;
   DRAGONS' varclip, IRAF's ccdclip). Needs input VAR.
 
+The clipping centre is robust to an outlier from the first pass: ``trimmed`` (default) is the
+mean without the lowest and highest value in the first pass (the median for 3 or 4 values, and as
+robust to one outlier as IRAF's median centre at a tenth of its cost), then the mean of the kept
+values; ``median`` is the median of the kept values at every pass; ``mean`` the plain mean.
 ``nkeep`` is the fewest values a pixel keeps: a rejection step that would leave fewer is not
 applied to that pixel. Output VAR is ``scatter`` (variance of the kept values / their number, as
 IRAF's gemcombine; x pi/2 for a median) or ``propagate`` (from the input VAR planes). Output DQ is
@@ -55,7 +60,7 @@ class CombineParams:
     lsigma: float = 3.0
     hsigma: float = 3.0
     maxiters: int = 10
-    center: str = "mean"  # sigclip/avsigclip/varclip centre: mean or median
+    center: str = "trimmed"  # clipping centre: trimmed, median (IRAF's mclip) or mean (astropy's)
     nlow: int = 1
     nhigh: int = 1
     nkeep: int = 1
@@ -69,9 +74,9 @@ class CombineParams:
             raise ValueError(f"combine method {self.method!r}: choose from {', '.join(METHODS)}")
         if self.reject not in REJECTIONS:
             raise ValueError(f"rejection {self.reject!r}: choose from {', '.join(REJECTIONS)}")
-        if self.center not in ("mean", "median") or self.var not in ("scatter", "propagate") or \
+        if self.center not in ("trimmed", "median", "mean") or self.var not in ("scatter", "propagate") or \
                 self.dq not in ("and", "or"):
-            raise ValueError("center must be mean|median, var scatter|propagate, dq and|or")
+            raise ValueError("center must be trimmed|median|mean, var scatter|propagate, dq and|or")
         if self.lsigma <= 0 or self.hsigma <= 0 or self.nlow < 0 or self.nhigh < 0 or self.nkeep < 0:
             raise ValueError("sigmas must be positive and nlow, nhigh, nkeep not negative")
 
@@ -201,44 +206,75 @@ def _minmax(data, keep, p: CombineParams):
 
 
 def _clip(data, var, keep, p: CombineParams):
-    """Iterative sigma clipping of kept values (sigclip, avsigclip or varclip)."""
+    """Iterative sigma clipping of kept values (sigclip, avsigclip or varclip).
+
+    After the first pass only the pixels that lost a value are looked at again (their centre and,
+    for sigclip, their sigma change; nothing else does), so later iterations cost little.
+    """
+    n = data.shape[0]
+    d = data.reshape(n, -1)
+    k = keep.reshape(n, -1)
+    v = var.reshape(n, -1) if var is not None else None
+    idx = None  # pixels still being clipped (None: all)
+    fixed_sigma = None
     for _ in range(max(p.maxiters, 1)):
-        nk = keep.sum(axis=0)
-        center = _center(data, keep, nk, p.center)
+        dd = d if idx is None else d[:, idx]
+        kk = k if idx is None else k[:, idx]
+        nk = kk.sum(axis=0)
+        center = _center(dd, kk, nk, p.center, first=idx is None)
         if p.reject == "varclip":
-            sigma = np.sqrt(np.maximum(var, 0))
+            sigma = np.sqrt(np.maximum(v if idx is None else v[:, idx], 0))
+        elif p.reject == "avsigclip":
+            if fixed_sigma is None:
+                fixed_sigma = _row_average_sigma(dd, kk, nk, center, data.shape[1:])
+            sigma = fixed_sigma if idx is None else fixed_sigma[idx]
         else:
-            mean = _center(data, keep, nk, "mean")
-            d = np.where(keep, data - mean, 0)
-            std = np.sqrt((d * d).sum(axis=0) / np.maximum(nk, 1))  # ddof=0, as astropy's sigma_clip
-            if p.reject == "avsigclip":
-                std = _row_average_sigma(std, center, nk)
-            sigma = std[None]
-        dev = data - center
-        reject = keep & ((dev < -p.lsigma * sigma) | (dev > p.hsigma * sigma))
-        left = nk - reject.sum(axis=0)
-        reject &= (left >= max(p.nkeep, 1))[None]
-        if not reject.any():
+            mean = _center(dd, kk, nk, "mean")
+            dev0 = np.where(kk, dd - mean, 0)
+            sigma = np.sqrt((dev0 * dev0).sum(axis=0) / np.maximum(nk, 1))  # ddof=0, as astropy's sigma_clip
+        dev = dd - center
+        reject = kk & ((dev < -p.lsigma * sigma) | (dev > p.hsigma * sigma))
+        reject &= (nk - reject.sum(axis=0) >= max(p.nkeep, 1))[None]
+        changed = reject.any(axis=0)
+        if idx is None:
+            k &= ~reject
+            idx = np.flatnonzero(changed)
+        else:
+            k[:, idx] = kk & ~reject
+            idx = idx[changed]
+        if idx.size == 0:
             break
-        keep = keep & ~reject
-    return keep
+    return k.reshape(keep.shape)
 
 
-def _center(data, keep, nk, how):
+def _center(data, keep, nk, how, first=False):
+    if how == "trimmed" and first:
+        lo = np.where(keep, data, np.inf).min(axis=0)
+        hi = np.where(keep, data, -np.inf).max(axis=0)
+        total = np.where(keep, data, 0).sum(axis=0, dtype=np.float64)
+        trimmed = (total - lo - hi) / np.maximum(nk - 2, 1)
+        return np.where(nk > 2, trimmed, total / np.maximum(nk, 1)).astype(np.float32)
     if how == "median":
+        if keep.all():
+            return np.median(data, axis=0)
         return np.nanmedian(np.where(keep, data, np.nan), axis=0).astype(np.float32)
     return (np.where(keep, data, 0).sum(axis=0, dtype=np.float64) / np.maximum(nk, 1)).astype(np.float32)
 
 
-def _row_average_sigma(std, center, nk):
-    """IRAF avsigclip: sigma averaged along each row; scaled with sqrt(level) where the signal dominates."""
-    good = nk > 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # unbiased per-pixel variance from the population one, then the row average
-        count = np.maximum(good.sum(axis=1, keepdims=True), 1)
-        vrow = np.where(good, std**2 * nk / np.maximum(nk - 1, 1), 0).sum(axis=1, keepdims=True) / count
-        crow = np.where(good, center, 0).sum(axis=1, keepdims=True) / count
-        signal = (crow > 0) & (crow**2 > 25 * vrow)  # level well above the noise: Poisson-dominated
-        scale = np.where(signal, np.maximum(center, 0) / np.where(crow > 0, crow, 1), 1.0)
-        out = np.sqrt(vrow * scale)
-    return np.where(np.isfinite(out), out, std).astype(np.float32)
+def _row_average_sigma(d, keep, nk, center, shape):
+    """IRAF avsigclip: per-pixel variances averaged along each row (pixels whose variance is far
+    above the row's median, i.e. holding an outlier, left out), scaled with the level where the
+    signal dominates the noise. Returns one sigma per pixel (flattened)."""
+    rows, cols = shape
+    dev = np.where(keep, d - center, 0)
+    v = ((dev * dev).sum(axis=0) / np.maximum(nk - 1, 1)).reshape(rows, cols)
+    good = (nk > 1).reshape(rows, cols)
+    med = np.median(np.where(good, v, np.inf), axis=1, keepdims=True)
+    use = good & (v <= 10 * med)
+    count = np.maximum(use.sum(axis=1, keepdims=True), 1)
+    vrow = np.where(use, v, 0).sum(axis=1, keepdims=True) / count
+    c = center.reshape(rows, cols)
+    crow = np.where(use, c, 0).sum(axis=1, keepdims=True) / count
+    signal = (crow > 0) & (crow * crow > 25 * vrow)  # level well above the noise: Poisson-dominated
+    scale = np.where(signal, np.maximum(c, 0) / np.where(crow > 0, crow, 1), 1.0)
+    return np.sqrt(vrow * scale).astype(np.float32).ravel()

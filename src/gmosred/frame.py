@@ -368,9 +368,7 @@ def write_atomic(hdul: fits.HDUList, path) -> Path:
                 f.write(bz2.compress(buf.getvalue(), 9))
             else:
                 hdul.writeto(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,17 +42,25 @@ def rebin_mask(mask: np.ndarray, mask_binning: tuple[int, int], ccdsec: Section,
     """Bring a whole-CCD boolean mask at ``mask_binning`` to the frame's CCDSEC and ``binning``."""
     mx, my = mask_binning
     bx, by = binning
-    full = np.repeat(np.repeat(mask, my, axis=0), mx, axis=1)
-    cut = full[ccdsec.y1:ccdsec.y2, ccdsec.x1:ccdsec.x2]
-    ny, nx = cut.shape[0] // by, cut.shape[1] // bx
-    return cut[:ny * by, :nx * bx].reshape(ny, by, nx, bx).any(axis=(1, 3))
+    # work at the finest common grid: the mask's pixels split (repeat) or the frame's pixels merged (any)
+    gx, gy = math.gcd(mx, bx), math.gcd(my, by)
+    fine = np.repeat(np.repeat(mask, my // gy, axis=0), mx // gx, axis=1) if (mx, my) != (gx, gy) else mask
+    if ccdsec.x1 % gx or ccdsec.y1 % gy or ccdsec.x2 % gx or ccdsec.y2 % gy:
+        raise ValueError(f"section {ccdsec} does not fall on the mask's {gx}x{gy} grid")
+    cut = fine[ccdsec.y1 // gy:ccdsec.y2 // gy, ccdsec.x1 // gx:ccdsec.x2 // gx]
+    fx, fy = bx // gx, by // gy
+    if (fx, fy) == (1, 1):
+        return np.ascontiguousarray(cut)
+    ny, nx = cut.shape[0] // fy, cut.shape[1] // fx
+    return cut[:ny * fy, :nx * fx].reshape(ny, fy, nx, fx).any(axis=(1, 3))
 
 
+@lru_cache(maxsize=32)
 def static_mask(detid: str, kind: str, ccd: int, ccdsec: Section, binning: tuple[int, int],
                 path: str | Path | None = None) -> np.ndarray | None:
     """Boolean mask ('bpm': bad pixels; 'illum': unilluminated) for one CCD plane, or None if none is known.
 
-    ``path`` overrides the packaged mask.
+    ``path`` overrides the packaged mask. The result is cached and read-only.
     """
     if path is None:
         found = instruments.static_mask_path(detid, kind)
@@ -61,7 +70,9 @@ def static_mask(detid: str, kind: str, ccd: int, ccdsec: Section, binning: tuple
     mask_binning, masks = _load(str(path))
     if ccd not in masks:
         return None
-    return rebin_mask(masks[ccd] != 0, mask_binning, ccdsec, binning)
+    out = rebin_mask(masks[ccd] != 0, mask_binning, ccdsec, binning)
+    out.flags.writeable = False
+    return out
 
 
 def mask_name(detid: str, kind: str, path=None) -> str:
