@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import full_run
+
 CASES = {
     "gmosred_bias": """
 from gmosred.calibrate.bias import make_master_bias
@@ -133,14 +135,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     work = Path(args.workdir or tmp.name)
-    run = work / "run"
-    if not (run / "truth" / "run.json").exists():
-        from gmosred.simulate import simulate_run
-
-        simulate_run(run, size="full", seed=3, jobs=2, show_progress=False)
-    from gmosred.simulate import load_truth
-
-    truth = load_truth(run)
+    run, truth = full_run(work)
     biases = [run / "raw" / f"{r['file']}.fits" for r in truth.frames if r["kind"] == "bias"]
     copies = []
     for k in range(args.biases):

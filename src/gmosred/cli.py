@@ -192,6 +192,15 @@ def _reduce(args) -> int:
     return 1 if failed else 0
 
 
+def _mosaic(args) -> int:
+    from .mosaic import mosaic_many
+
+    Path(args.outdir).mkdir(parents=True, exist_ok=True)
+    done, failed = mosaic_many(_inputs(args.files), args.outdir, args.interpolant, args.tile, jobs=args.jobs)
+    print(f"mosaicked {len(done)} frame(s) into {args.outdir}" + (f"; {len(failed)} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def _add_overscan_options(s) -> None:
     s.add_argument("--overscan", choices=("row", "constant", "chebyshev", "spline", "none"),
                    help="overscan mode (default: row for EEV/e2v, chebyshev 6 for Hamamatsu)")
@@ -303,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="parallel processes")
     _add_overscan_options(s)
     s.set_defaults(func=_reduce)
+
+    s = sub.add_parser("mosaic", help="the CCDs of reduced frames into one plane (gmosaic) -> mrg<file>.fits")
+    s.add_argument("files", nargs="+", help="reduced rg*.fits files (or @list files)")
+    s.add_argument("--outdir", default=".", help="output folder (default: here)")
+    s.add_argument("--interpolant", choices=("nearest", "linear", "cubic"), default="linear",
+                   help="resampling of CCD1 and CCD3 (default linear, as the cookbook)")
+    s.add_argument("--tile", action="store_true", help="paste the CCDs with gaps, no resampling (like gtile)")
+    s.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    s.set_defaults(func=_mosaic)
 
     s = sub.add_parser("info", help="describe GMOS files (raw or processed) and check that they are readable")
     s.add_argument("files", nargs="+", help=".fits, .fits.bz2 or .fits.fz files")

@@ -13,7 +13,6 @@ the calibrations' DQ.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,9 +29,6 @@ from . import overscan as ovs
 from .bias import noise_var
 from .ccd import CCDReader
 from .flat import ADC_MAX, check_calibration, load_calibration
-
-log = logging.getLogger("gmosred")
-
 
 @dataclass(frozen=True)
 class ReduceParams:
@@ -93,34 +89,17 @@ def _cached(path, kind):
     return _CAL_CACHE[key]
 
 
-def _reduce_one(args):
-    path, outdir, bias, flat, params = args
-    try:
-        return path, reduce_frame(path, outdir, bias, flat, params, _cached(bias, "bias"), _cached(flat, "flat")), None
-    except GmosredError as e:
-        return path, None, str(e)
+def _reduce_cached(path, outdir, bias, flat, params):
+    return reduce_frame(path, outdir, bias, flat, params, _cached(bias, "bias"), _cached(flat, "flat"))
 
 
 def reduce_many(paths, outdir, bias=None, flat=None, params: ReduceParams = ReduceParams(), jobs: int = 1,
                 show_progress: bool | None = None) -> tuple[list[Path], dict[str, str]]:
     """Reduce several frames (in parallel with ``jobs`` > 1); a failing frame is reported, the others go on."""
-    from concurrent.futures import ProcessPoolExecutor
+    from ..batch import run_each
 
-    from ..progress import progress
-
-    args = [(str(p), str(outdir), bias, flat, params) for p in paths]
-    done, failed = [], {}
-    bar = progress(total=len(args), desc="reduce", enabled=show_progress)
-    results = ProcessPoolExecutor(jobs).map(_reduce_one, args) if jobs > 1 and len(args) > 1 else map(_reduce_one, args)
-    for path, out, err in results:
-        if err:
-            log.warning(f"{err}: not reduced")
-            failed[path] = err
-        else:
-            done.append(out)
-        bar.update()
-    bar.close()
-    return done, failed
+    return run_each(_reduce_cached, [(str(p), str(outdir), bias, flat, params) for p in paths], desc="reduce",
+                    failed="not reduced", jobs=jobs, show_progress=show_progress)
 
 
 def _band(phu) -> str:
