@@ -1,92 +1,127 @@
-"""``gmosred demo``: simulate the M8 run, run what gmosred has on it, compare with the truth."""
+"""``gmosred demo``: simulate the M8 run, reduce it the cookbook's way, compare with the truth.
+
+Steps, as in the cookbook: observing log and selections; master bias; master twilight flats per
+filter; basic reduction of every science frame; mosaic. Each step's headline number is checked
+against what the simulator put in.
+"""
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+FILTERS = ("Ha", "HaC", "SII", "r", "i")
+#: The cookbook's date selections for the M8 program.
+BIAS_DATES, FLAT_DATES = "2006-09-01:2006-10-30", "2006-09-10:2006-10-10"
+
 
 def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -> int:
-    from . import frame
-    from .progress import progress
+    from . import frame, obslog, select
+    from .calibrate.bias import make_master_bias
+    from .calibrate.flat import make_master_flat
+    from .calibrate.reduce import reduce_many
+    from .mosaic import mosaic_many
     from .simulate import load_truth, simulate_run
 
     workdir = Path(workdir)
-    run_json = workdir / "truth" / "run.json"
+    red = workdir / "reduced"
+    red.mkdir(parents=True, exist_ok=True)
+    times = {}
     t0 = time.perf_counter()
-    if run_json.exists() and _same_run(run_json, size, seed):
+    if (workdir / "truth" / "run.json").exists() and _same_run(workdir / "truth" / "run.json", size, seed):
         print(f"using the simulated run already in {workdir}")
     else:
         print(f"simulating the M8 run ({size}, seed {seed}) in {workdir} ...")
         simulate_run(workdir, size=size, seed=seed, jobs=jobs)
-    t_sim = time.perf_counter() - t0
+    times["simulate"] = time.perf_counter() - t0
     truth = load_truth(workdir)
+    checks = []  # (step, what, value, expected, ok)
 
-    # read every raw file with the data model and check the overscan against the true bias level
-    t0 = time.perf_counter()
-    kinds: Counter = Counter()
-    offsets = []
-    for rec in progress(truth.frames, desc="read raw"):
-        raw = frame.read_raw(workdir / "raw" / f"{rec['file']}.fits")
-        kinds[(rec["kind"], rec["band"] or "-")] += 1
-        rows = truth.extras(rec["file"])
-        for amp in raw.amps:
-            over = amp.data[amp.biassec.slices][:, 4:-4].astype(np.float32)  # skip the contaminated columns
-            level = float(np.mean(over - rows[f"row{amp.ccd}"][:, None]))
-            offsets.append(level - rec["bias_level_adu"][amp.ccd - 1])
-    t_read = time.perf_counter() - t0
-    offsets = np.array(offsets)
-
-    # the cookbook's first step: the observing log, and its selections checked against the truth
-    from . import obslog, select
-
+    # observing log and the cookbook's selections
     t0 = time.perf_counter()
     db = workdir / "obsLog.sqlite3"
-    obslog.build(workdir / "raw", db, show_progress=False)
-    t_log = time.perf_counter() - t0
-    setup = {"Instrument": "GMOS-S", "CcdBin": f"{truth.layout.binning} {truth.layout.binning}", "RoI": "Full"}
-    checks = [("bias", {}, {"kind": "bias"})]
-    checks += [("twiFlat", {"Filter2": b}, {"kind": "twilight", "band": b}) for b in ("Ha", "HaC", "SII", "r", "i")]
-    checks += [("sciImg", {"Filter2": b, "Object": "M8-%"}, {"kind": "science", "band": b})
-               for b in ("Ha", "HaC", "SII", "r", "i")]
-    selections = []
-    for kind, criteria, match in checks:
-        got = sorted(r["File"][:-5] for r in select.select(db, kind, **setup, **criteria))
-        want = sorted(r["file"] for r in truth.frames if all(r[k] == v for k, v in match.items()))
-        selections.append((kind, criteria.get("Filter2", "-"), len(got), got == want))
+    obslog.build(workdir / "raw", db, jobs=jobs)
+    b = truth.layout.binning
+    setup = {"Instrument": "GMOS-S", "CcdBin": f"{b} {b}", "RoI": "Full"}
+    sel = {"bias": select.select(db, "bias", DateObs=BIAS_DATES, **setup)}
+    for band in FILTERS:
+        sel[("flat", band)] = select.select(db, "twiFlat", Filter2=band, DateObs=FLAT_DATES, **setup)
+        sel[("sci", band)] = select.select(db, "sciImg", Filter2=band, Object="M8-%", **setup)
+    want = {"bias": _truth_files(truth, kind="bias")}
+    for band in FILTERS:
+        want[("flat", band)] = _truth_files(truth, kind="twilight", band=band)
+        want[("sci", band)] = _truth_files(truth, kind="science", band=band)
+    ok = all(sorted(r["File"][:-5] for r in sel[k]) == want[k] for k in want)
+    checks.append(("obslog", "selections equal the truth's frames", f"{sum(len(v) for v in sel.values())} files",
+                   f"{sum(len(v) for v in want.values())}", ok))
+    times["obslog"] = time.perf_counter() - t0
+
+    # master bias
+    t0 = time.perf_counter()
+    bias = make_master_bias([r["Path"] for r in sel["bias"]], red / "MCbias.fits")
+    mb = frame.read_processed(bias)
+    rn = np.array(truth.frames[0]["read_noise_e"]) / np.array(truth.frames[0]["gain"])
+    expected = float(np.sqrt(np.mean((rn**2 + 1 / 12) / len(sel["bias"]))))
+    rms = float(np.sqrt(np.mean([np.var(p.sci - truth.detector.bias2d[p.extver - 1]) for p in mb.planes])))
+    checks.append(("bias", "rms(master - true bias) ADU", f"{rms:.3f}", f"{expected:.3f} (noise)",
+                   abs(rms / expected - 1) < 0.15))
+    times["bias"] = time.perf_counter() - t0
+
+    # master flats
+    t0 = time.perf_counter()
+    flats = {}
+    worst = 0.0
+    for band in FILTERS:
+        flats[band] = make_master_flat([r["Path"] for r in sel[("flat", band)]], red / f"MCflat_{band}.fits", bias=bias)
+        for p in frame.read_processed(flats[band]).planes:
+            good = (truth.detector.illum[p.extver - 1] == 1) & (truth.detector.badpix[p.extver - 1] == 0)
+            worst = max(worst, abs(float(np.median(p.sci[good] / truth.detector.flat[band][p.extver - 1][good])) - 1))
+    checks.append(("flat", "worst |median(master/true flat) - 1|", f"{100 * worst:.3f}%", "< 0.2%", worst < 0.002))
+    times["flat"] = time.perf_counter() - t0
+
+    # reduction and mosaic of every science frame
+    t0 = time.perf_counter()
+    reduced, failed = [], {}
+    for band in FILTERS:
+        done, bad = reduce_many([r["Path"] for r in sel[("sci", band)]], red, bias, flats[band], jobs=jobs)
+        reduced += done
+        failed.update(bad)
+    times["reduce"] = time.perf_counter() - t0
+    rec = next(r for r in truth.frames if r["kind"] == "science" and r["band"] == "i")
+    z = []
+    for p in frame.read_processed(red / f"rg{rec['file']}.fits").planes:
+        model = truth.electrons(rec, p.extver) / truth.detector.flat["i"][p.extver - 1]
+        good = p.dq == 0
+        z.append(((p.sci - model) / np.sqrt(p.var))[good])
+    z = np.concatenate(z)
+    robust = float(1.4826 * np.median(np.abs(z - np.median(z))))
+    checks.append(("reduce", f"{len(reduced)} frames; scatter of (SCI - truth)/sqrt(VAR)", f"{robust:.3f}", "1.00",
+                   abs(robust - 1) < 0.03 and not failed))
+    t0 = time.perf_counter()
+    mosaics, mfailed = mosaic_many(reduced, red, jobs=jobs)
+    times["mosaic"] = time.perf_counter() - t0
+    m = frame.read_processed(mosaics[0]).planes[0]
+    nxb, gap = 2048 // b, 37 // b
+    checks.append(("mosaic", f"{len(mosaics)} frames; size, CRPIX1 - CCD2's",
+                   f"{m.sci.shape[1]}x{m.sci.shape[0]}, +{m.header['CRPIX1'] - frame.read_processed(reduced[0]).plane(2).header['CRPIX1']:.0f}",
+                   f"{3 * nxb + 2 * gap}x{4608 // b}, +{nxb + gap}", not mfailed and m.sci.shape == (4608 // b, 3 * nxb + 2 * gap)))
 
     print()
-    print(f"raw files: {workdir / 'raw'}   truth: {workdir / 'truth'}")
-    print(f"{'kind':10s} {'filter':6s} {'frames':>6s}")
-    for (kind, band), n in sorted(kinds.items()):
-        print(f"{kind:10s} {band:6s} {n:6d}")
-    print()
-    print(f"stars in the truth catalogue: {len(truth.stars)}; in the reference catalogue: {len(truth.reference)}")
-    print(f"overscan level - true bias level over {offsets.size} amplifiers: mean {offsets.mean():+.3f} ADU, "
-          f"rms {offsets.std():.3f} ADU (expected ~{_expected_rms(truth):.3f} from read noise)")
-    print()
-    print(f"observing log: {db}")
-    print(f"{'selection':10s} {'filter':6s} {'files':>5s}  matches the truth")
-    for kind, band, n, ok in selections:
-        print(f"{kind:10s} {band:6s} {n:5d}  {'yes' if ok else 'NO'}")
-    print()
-    print(f"simulation {t_sim:.1f} s, reading {len(truth.frames)} raw frames {t_read:.1f} s, "
-          f"observing log {t_log:.1f} s")
-    if not all(ok for *_, ok in selections):
-        return 1
-    return 0
+    print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, rg*.fits, mrg*.fits); log: {db}")
+    print(f"{'step':8s} {'check against the truth':48s} {'found':>22s} {'expected':>18s}  ok")
+    for step, what, value, exp, good in checks:
+        print(f"{step:8s} {what:48s} {value:>22s} {exp:>18s}  {'yes' if good else 'NO'}")
+    print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    return 0 if all(c[-1] for c in checks) else 1
+
+
+def _truth_files(truth, **match) -> list[str]:
+    return sorted(r["file"] for r in truth.frames if all(r[k] == v for k, v in match.items()))
 
 
 def _same_run(run_json: Path, size: str, seed: int) -> bool:
     run = json.loads(run_json.read_text())
-    return run.get("size") == size and run.get("seed") == seed and len(list(run_json.parent.glob("frames/*.npz"))) == len(run["frames"])
-
-
-def _expected_rms(truth) -> float:
-    rec = truth.frames[0]
-    ny = truth.layout.shape[0]
-    rn_adu = np.array(rec["read_noise_e"]) / np.array(rec["gain"])
-    return float(np.sqrt(np.mean(rn_adu**2) / (ny * 24)))
+    return run.get("size") == size and run.get("seed") == seed and \
+        len(list(run_json.parent.glob("frames/*.npz"))) == len(run["frames"])
