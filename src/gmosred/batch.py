@@ -21,20 +21,29 @@ def _guarded(job):
 
 
 def run_each(step: Callable[..., Path], jobs_args: Sequence[tuple], *, desc: str, failed: str, jobs: int = 1,
+             client=None, on_done: Callable[[Path], None] | None = None,
              show_progress: bool | None = None) -> tuple[list[Path], dict[str, str]]:
-    """Call ``step(*args)`` for every args tuple (first item: the input file); a GmosredError is
-    reported as ``<message>: <failed>`` and the others go on. Returns (outputs, {input: error})."""
+    """Call ``step(*args)`` for every args tuple (first item: the file it is about), in ``jobs``
+    processes or on a dask ``client``; a GmosredError is reported as ``<message>: <failed>`` and the
+    others go on. ``on_done(output)`` is called as each one finishes. Returns (outputs in order,
+    {first item: error})."""
     work = [(step, args) for args in jobs_args]
     done, errors = [], {}
     bar = progress(total=len(work), desc=desc, enabled=show_progress)
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 and len(work) > 1 else None
+    pool = ProcessPoolExecutor(jobs) if client is None and jobs > 1 and len(work) > 1 else None
+    if client is not None:
+        results = client.gather(client.map(_guarded, work, pure=False)) if work else []
+    else:
+        results = pool.map(_guarded, work) if pool else map(_guarded, work)
     try:
-        for path, out, err in (pool.map(_guarded, work) if pool else map(_guarded, work)):
+        for path, out, err in results:
             if err:
                 log.warning(f"{err}: {failed}")
                 errors[str(path)] = err
             else:
                 done.append(out)
+                if on_done is not None:
+                    on_done(out)
             bar.update()
     finally:
         bar.close()

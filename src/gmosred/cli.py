@@ -201,6 +201,32 @@ def _mosaic(args) -> int:
     return 1 if failed else 0
 
 
+def _run(args) -> int:
+    from . import config, pipeline
+
+    cfg = config.load(args.config)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    with pipeline.logfile(args.workdir):
+        plan = pipeline.prepare(args.rawdir, args.workdir, cfg, jobs=args.jobs)
+        print(plan.describe())
+        if args.dry_run:
+            return 0
+        reports = pipeline.run_plan(plan, args.workdir, cfg, jobs=args.jobs, dask=args.dask, force=args.force)
+    print()
+    print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
+    for step, rep in reports.items():
+        print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
+    print(f"outputs and log (gmosred.log) in {args.workdir}")
+    return 1 if any(r.failed for r in reports.values()) or plan.problems else 0
+
+
+def _config(args) -> int:
+    from . import config
+
+    print(config.to_toml(config.load(args.config)), end="")
+    return 0
+
+
 def _add_overscan_options(s) -> None:
     s.add_argument("--overscan", choices=("row", "constant", "chebyshev", "spline", "none"),
                    help="overscan mode (default: row for EEV/e2v, chebyshev 6 for Hamamatsu)")
@@ -322,10 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="parallel processes")
     s.set_defaults(func=_mosaic)
 
+    s = sub.add_parser("run", help="the whole reduction of a raw folder: log, masters, reduce, mosaic")
+    s.add_argument("rawdir", help="folder of raw files")
+    s.add_argument("--workdir", required=True, help="where the products go")
+    s.add_argument("--config", help="TOML configuration (see gmosred config)")
+    s.add_argument("--jobs", type=int, default=_cores(), help="parallel processes (default: all cores)")
+    s.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler instead")
+    s.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    s.add_argument("--force", action="store_true", help="remake everything")
+    s.set_defaults(func=_run)
+
+    s = sub.add_parser("config", help="print the pipeline configuration (defaults, or a file's merged with them)")
+    s.add_argument("--config", help="a TOML file to merge")
+    s.set_defaults(func=_config)
+
     s = sub.add_parser("info", help="describe GMOS files (raw or processed) and check that they are readable")
     s.add_argument("files", nargs="+", help=".fits, .fits.bz2 or .fits.fz files")
     s.set_defaults(func=_info)
     return p
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
 
 
 def _version() -> str:

@@ -1,8 +1,8 @@
-"""``gmosred demo``: simulate the M8 run, reduce it the cookbook's way, compare with the truth.
+"""``gmosred demo``: simulate the M8 run, run the pipeline on it, compare with the truth.
 
-Steps, as in the cookbook: observing log and selections; master bias; master twilight flats per
-filter; basic reduction of every science frame; mosaic. Each step's headline number is checked
-against what the simulator put in.
+The pipeline does the cookbook's steps (observing log and selections with the cookbook's dates,
+master bias, master twilight flats per filter, basic reduction, mosaic); each step's headline
+number is then checked against what the simulator put in.
 """
 from __future__ import annotations
 
@@ -19,10 +19,6 @@ BIAS_DATES, FLAT_DATES = "2006-09-01:2006-10-30", "2006-09-10:2006-10-10"
 
 def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -> int:
     from . import frame, obslog, select
-    from .calibrate.bias import make_master_bias
-    from .calibrate.flat import make_master_flat
-    from .calibrate.reduce import reduce_many
-    from .mosaic import mosaic_many
     from .simulate import load_truth, simulate_run
 
     workdir = Path(workdir)
@@ -39,56 +35,48 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -
     truth = load_truth(workdir)
     checks = []  # (step, what, value, expected, ok)
 
-    # observing log and the cookbook's selections
+    # the whole pipeline, as `gmosred run RAWDIR --workdir DIR/reduced` does it
+    from . import config, pipeline
+
     t0 = time.perf_counter()
-    db = workdir / "obsLog.sqlite3"
-    obslog.build(workdir / "raw", db, jobs=jobs)
+    cfg = config.load(overrides={"select": {"bias_dates": BIAS_DATES, "flat_dates": FLAT_DATES}})
+    with pipeline.logfile(red):
+        plan = pipeline.prepare(workdir / "raw", red, cfg, jobs=jobs)
+        reports = pipeline.run_plan(plan, red, cfg, jobs=jobs)
+    times["pipeline"] = time.perf_counter() - t0
+    db = workdir / "raw" / obslog.DEFAULT_DB
+
+    # the cookbook's selections against the truth
     b = truth.layout.binning
     setup = {"Instrument": "GMOS-S", "CcdBin": f"{b} {b}", "RoI": "Full"}
     sel = {"bias": select.select(db, "bias", DateObs=BIAS_DATES, **setup)}
+    want = {"bias": _truth_files(truth, kind="bias")}
     for band in FILTERS:
         sel[("flat", band)] = select.select(db, "twiFlat", Filter2=band, DateObs=FLAT_DATES, **setup)
         sel[("sci", band)] = select.select(db, "sciImg", Filter2=band, Object="M8-%", **setup)
-    want = {"bias": _truth_files(truth, kind="bias")}
-    for band in FILTERS:
         want[("flat", band)] = _truth_files(truth, kind="twilight", band=band)
         want[("sci", band)] = _truth_files(truth, kind="science", band=band)
     ok = all(sorted(r["File"][:-5] for r in sel[k]) == want[k] for k in want)
     checks.append(("obslog", "selections equal the truth's frames", f"{sum(len(v) for v in sel.values())} files",
                    f"{sum(len(v) for v in want.values())}", ok))
-    times["obslog"] = time.perf_counter() - t0
 
     # master bias
-    t0 = time.perf_counter()
-    bias = make_master_bias([r["Path"] for r in sel["bias"]], red / "MCbias.fits")
-    mb = frame.read_processed(bias)
+    mb = frame.read_processed(red / "MCbias.fits")
     rn = np.array(truth.frames[0]["read_noise_e"]) / np.array(truth.frames[0]["gain"])
     expected = float(np.sqrt(np.mean((rn**2 + 1 / 12) / len(sel["bias"]))))
     rms = float(np.sqrt(np.mean([np.var(p.sci - truth.detector.bias2d[p.extver - 1]) for p in mb.planes])))
     checks.append(("bias", "rms(master - true bias) ADU", f"{rms:.3f}", f"{expected:.3f} (noise)",
                    abs(rms / expected - 1) < 0.15))
-    times["bias"] = time.perf_counter() - t0
 
     # master flats
-    t0 = time.perf_counter()
-    flats = {}
     worst = 0.0
     for band in FILTERS:
-        flats[band] = make_master_flat([r["Path"] for r in sel[("flat", band)]], red / f"MCflat_{band}.fits", bias=bias)
-        for p in frame.read_processed(flats[band]).planes:
+        for p in frame.read_processed(red / f"MCflat_{band}.fits").planes:
             good = (truth.detector.illum[p.extver - 1] == 1) & (truth.detector.badpix[p.extver - 1] == 0)
             worst = max(worst, abs(float(np.median(p.sci[good] / truth.detector.flat[band][p.extver - 1][good])) - 1))
     checks.append(("flat", "worst |median(master/true flat) - 1|", f"{100 * worst:.3f}%", "< 0.2%", worst < 0.002))
-    times["flat"] = time.perf_counter() - t0
 
-    # reduction and mosaic of every science frame
-    t0 = time.perf_counter()
-    reduced, failed = [], {}
-    for band in FILTERS:
-        done, bad = reduce_many([r["Path"] for r in sel[("sci", band)]], red, bias, flats[band], jobs=jobs)
-        reduced += done
-        failed.update(bad)
-    times["reduce"] = time.perf_counter() - t0
+    # reduction and mosaic
     rec = next(r for r in truth.frames if r["kind"] == "science" and r["band"] == "i")
     z = []
     for p in frame.read_processed(red / f"rg{rec['file']}.fits").planes:
@@ -97,19 +85,25 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -
         z.append(((p.sci - model) / np.sqrt(p.var))[good])
     z = np.concatenate(z)
     robust = float(1.4826 * np.median(np.abs(z - np.median(z))))
-    checks.append(("reduce", f"{len(reduced)} frames; scatter of (SCI - truth)/sqrt(VAR)", f"{robust:.3f}", "1.00",
-                   abs(robust - 1) < 0.03 and not failed))
-    t0 = time.perf_counter()
-    mosaics, mfailed = mosaic_many(reduced, red, jobs=jobs)
-    times["mosaic"] = time.perf_counter() - t0
+    n_rg = reports["reduce"].done + reports["reduce"].skipped
+    checks.append(("reduce", f"{n_rg} frames; scatter of (SCI - truth)/sqrt(VAR)", f"{robust:.3f}", "1.00",
+                   abs(robust - 1) < 0.03 and not reports["reduce"].failed))
+    mosaics = sorted(red.glob("mrg*.fits"))
     m = frame.read_processed(mosaics[0]).planes[0]
+    rg2 = frame.read_processed(red / mosaics[0].name[1:]).plane(2)
     nxb, gap = 2048 // b, 37 // b
     checks.append(("mosaic", f"{len(mosaics)} frames; size, CRPIX1 - CCD2's",
-                   f"{m.sci.shape[1]}x{m.sci.shape[0]}, +{m.header['CRPIX1'] - frame.read_processed(reduced[0]).plane(2).header['CRPIX1']:.0f}",
-                   f"{3 * nxb + 2 * gap}x{4608 // b}, +{nxb + gap}", not mfailed and m.sci.shape == (4608 // b, 3 * nxb + 2 * gap)))
+                   f"{m.sci.shape[1]}x{m.sci.shape[0]}, +{m.header['CRPIX1'] - rg2.header['CRPIX1']:.0f}",
+                   f"{3 * nxb + 2 * gap}x{4608 // b}, +{nxb + gap}",
+                   not reports["mosaic"].failed and m.sci.shape == (4608 // b, 3 * nxb + 2 * gap)))
 
     print()
-    print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, rg*.fits, mrg*.fits); log: {db}")
+    print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, rg*.fits, mrg*.fits, gmosred.log); "
+          f"observing log: {db}")
+    print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
+    for step, rep in reports.items():
+        print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
+    print()
     print(f"{'step':8s} {'check against the truth':48s} {'found':>22s} {'expected':>18s}  ok")
     for step, what, value, exp, good in checks:
         print(f"{step:8s} {what:48s} {value:>22s} {exp:>18s}  {'yes' if good else 'NO'}")

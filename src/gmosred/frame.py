@@ -375,10 +375,17 @@ def write_atomic(hdul: fits.HDUList, path) -> Path:
     return path
 
 
+def timestamp() -> str:
+    """UT time stamp for processing keywords; SOURCE_DATE_EPOCH (seconds) fixes it for reproducible outputs."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def to_hdulist(frame: Frame) -> fits.HDUList:
     """Gemini layout: PHU, then SCI, VAR, DQ for each EXTVER."""
     phu = frame.phu.copy()
-    phu["GEM-TLM"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UT last modification with gmosred")
+    phu["GEM-TLM"] = (timestamp(), "UT last modification with gmosred")
     hdus = [fits.PrimaryHDU(header=phu)]
     for p in frame.planes:
         hdus.append(fits.ImageHDU(np.asarray(p.sci, dtype=np.float32), _ext_header(p.header), name="SCI", ver=p.extver))

@@ -14,7 +14,6 @@ Residual shifts put a column or two of CCD1 and CCD3 beyond the frame's edges (t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from astropy.io import fits
 from . import dq as dqbits
 from . import instruments
 from .errors import GmosredError
-from .frame import Frame, Plane, read, stem, write
+from .frame import Frame, Plane, read, stem, timestamp, write
 from .resample import resample
 from .sections import Section, parse_binning
 
@@ -149,7 +148,7 @@ def mosaic_frame(frame: Frame, kernel: str = "linear", tile: bool = False, name:
 
     hdr = _header(planes[2].header, geo, detector, binning)
     phu = frame.phu.copy()
-    phu["GMOSAIC"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UT time stamp for GMOSAIC")
+    phu["GMOSAIC"] = (timestamp(), "UT time stamp for GMOSAIC")
     phu["GMSINTER"] = ("tile" if tile else kernel, "Interpolant used by GMOSAIC")
     phu["NSCIEXT"] = (1, "Number of science extensions")
     phu["PIXSCALE"] = (round(detector.pixel_scale * binning[1], 5), "Pixel scale in Y in arcsec/pixel")

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from .. import combine as comb
-from ..frame import Frame, Plane, write
+from ..frame import Frame, Plane, timestamp, write
 from . import overscan as ovs
 from .inputs import close_all, input_names, open_inputs
 
@@ -56,7 +55,7 @@ def provenance(phu, stamp: str, readers, cp: comb.CombineParams, op: ovs.Oversca
     """Time stamp, inputs and parameters of a master calibration, in its primary header."""
     from .. import __version__
 
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    now = timestamp()
     phu[stamp] = (now, f"UT time stamp for {stamp} (gmosred {__version__})")
     phu["NCOMBINE"] = (len(readers), "Number of frames combined")
     for k, name in enumerate(input_names(readers), start=1):

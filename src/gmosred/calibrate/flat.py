@@ -38,7 +38,7 @@ ADC_MAX = 65535
 class FlatParams:
     overscan: ovs.OverscanParams = field(default_factory=ovs.OverscanParams)
     combine: comb.CombineParams = field(default_factory=lambda: comb.CombineParams(
-        method="average", reject="varclip", center="median", var="propagate", lsigma=3.0, hsigma=3.0))
+        method="average", reject="varclip", center="trimmed", var="propagate", lsigma=3.0, hsigma=3.0))
     normalize: str = "ccd2"  # ccd2 (the cookbook's) | ccd
     min_level: float = 1000.0  # ADU: below, the flat is underexposed
     max_saturated: float = 0.005  # fraction of central pixels at the ADC limit above which a flat is saturated

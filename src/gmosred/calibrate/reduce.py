@@ -14,7 +14,6 @@ the calibrations' DQ.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from .. import dq as dqbits
 from .. import instruments
 from ..errors import GmosredError
-from ..frame import Frame, Plane, write
+from ..frame import Frame, Plane, timestamp, write
 from ..sections import Section
 from . import masks
 from . import overscan as ovs
@@ -58,7 +57,7 @@ def reduce_frame(path, outdir, bias=None, flat=None, params: ReduceParams = Redu
     for ccd in reader.ccds:
         planes.append(_reduce_ccd(reader, ccd, bias_frame, flat_frame, params))
     phu = raw.phu.copy()
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    now = timestamp()
     from .. import __version__
 
     phu["GIREDUCE"] = (now, f"UT time stamp for GIREDUCE (gmosred {__version__})")
