@@ -9,7 +9,7 @@ from astropy.io import fits
 from gmosred import dq as dqbits
 from gmosred import frame
 from gmosred.calibrate import overscan as ovs
-from gmosred.calibrate.bias import make_master_bias
+from gmosred.calibrate.bias import BiasParams, make_master_bias
 from gmosred.calibrate.flat import FlatParams, make_master_flat
 from gmosred.calibrate.masks import rebin_mask, static_mask
 from gmosred.calibrate.reduce import ReduceParams, reduce_frame, reduce_many
@@ -283,8 +283,7 @@ def test_calibration_mismatches(small_run, cals, tmp_path):
     with pytest.raises(GmosredError, match=r"bias .*MCbias22.fits does not match .*: binning 2 2 vs 4 4"):
         reduce_frame(_raw(out, sci), tmp_path, bias=bias22)
     nobias = make_master_bias([_raw(out, r) for r in truth.frames if r["kind"] == "bias"], tmp_path / "MCbias_raw.fits",
-                              params=__import__("gmosred.calibrate.bias", fromlist=["BiasParams"]).BiasParams(
-                                  overscan=ovs.OverscanParams("none")))
+                              params=BiasParams(overscan=ovs.OverscanParams("none")))
     with pytest.raises(GmosredError, match="overscan not subtracted in the bias but subtracted in the frame"):
         reduce_frame(_raw(out, sci), tmp_path, bias=nobias)
     assert not list(tmp_path.glob("rg*.fits"))

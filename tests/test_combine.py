@@ -89,7 +89,7 @@ def test_dq_masks_and_no_data():
     arrs = _stack(n=5, hits=False)
     dqs = [np.zeros(a.shape, np.uint16) for a in arrs]
     arrs[0][5, 5] = 1e6
-    dqs[0][5, 5] = dqbits.COSMIC_RATE if hasattr(dqbits, "COSMIC_RATE") else dqbits.COSMIC_RAY
+    dqs[0][5, 5] = dqbits.COSMIC_RAY
     for d in dqs:
         d[7, 7] = dqbits.BAD_PIXEL
         d[8, 8] = dqbits.NON_LINEAR  # not a "fail" bit: used

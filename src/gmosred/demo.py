@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-FILTERS = ("Ha", "HaC", "SII", "r", "i")
 #: The cookbook's date selections for the M8 program.
 BIAS_DATES, FLAT_DATES = "2006-09-01:2006-10-30", "2006-09-10:2006-10-10"
 
@@ -20,6 +19,7 @@ BIAS_DATES, FLAT_DATES = "2006-09-01:2006-10-30", "2006-09-10:2006-10-10"
 def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -> int:
     from . import frame, obslog, select
     from .simulate import load_truth, simulate_run
+    from .simulate.plan import FILTERS
 
     workdir = Path(workdir)
     red = workdir / "reduced"

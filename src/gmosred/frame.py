@@ -349,7 +349,8 @@ def _processed_frame(path: Path, data: bytes, hdul: fits.HDUList) -> Frame:
 def read(path) -> RawFrame | Frame:
     """Read any GMOS file: a raw file gives a :class:`RawFrame`, a processed one a :class:`Frame`."""
     path, data, hdul = _load(path)
-    if _is_processed(hdul) or any(h.header.get("EXTNAME") == "SCI" for h in hdul[1:]) and "GEM-TLM" in hdul[0].header:
+    named_sci = any(h.header.get("EXTNAME") == "SCI" for h in hdul[1:])
+    if _is_processed(hdul) or (named_sci and "GEM-TLM" in hdul[0].header):
         return _processed_frame(path, data, hdul)
     return _raw_frame(path, data, hdul)
 

@@ -139,12 +139,8 @@ def mosaic_frame(frame: Frame, kernel: str = "linear", tile: bool = False, name:
         by0, by1 = max(int(np.floor(corners[1].min())), 0), min(int(np.ceil(corners[1].max())) + 1, geo.shape[0])
         shift = np.array([[1, 0, bx0], [0, 1, by0], [0, 0, 1]], dtype=float)
         box_inv = (np.vstack([inv, [0, 0, 1]]) @ shift)[:2]
-        s, v, d = resample(p.sci, pvar, pdq, box_inv, (by1 - by0, bx1 - bx0), kernel)
-        covered = (d & dqbits.NO_DATA) == 0
         box = (slice(by0, by1), slice(bx0, bx1))
-        sci[box] = np.where(covered, s, sci[box])
-        var[box] = np.where(covered, v, var[box])
-        dqo[box] = np.where(covered, d, dqo[box])
+        resample(p.sci, pvar, pdq, box_inv, (by1 - by0, bx1 - bx0), kernel, out=(sci[box], var[box], dqo[box]))
 
     hdr = _header(planes[2].header, geo, detector, binning)
     phu = frame.phu.copy()

@@ -40,16 +40,22 @@ def _taps(kernel: str, frac: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
 
 
 def resample(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, matrix: np.ndarray,
-             out_shape: tuple[int, int], kernel: str = "linear", threads: int = 2, band_rows: int = 256):
-    """Resample through ``matrix`` (output pixel -> input pixel); returns (sci, var, dq) of ``out_shape``."""
+             out_shape: tuple[int, int], kernel: str = "linear", threads: int = 2, band_rows: int = 256,
+             out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+    """Resample through ``matrix`` (output pixel -> input pixel); returns (sci, var, dq) of ``out_shape``.
+
+    With ``out`` (three arrays of ``out_shape``, e.g. views into a mosaic), only the output pixels the
+    input covers are written and the others are left as they are.
+    """
     if kernel not in KERNELS:
         raise ValueError(f"interpolant {kernel!r}: choose from {', '.join(KERNELS)}")
     m = np.asarray(matrix, dtype=np.float64)
     det = abs(np.linalg.det(m[:, :2]))
     ny_out, nx_out = out_shape
-    out_sci = np.zeros(out_shape, np.float32)
-    out_var = np.zeros(out_shape, np.float32)
-    out_dq = np.full(out_shape, dqbits.NO_DATA, np.uint16)
+    if out is None:
+        out = (np.zeros(out_shape, np.float32), np.zeros(out_shape, np.float32),
+               np.full(out_shape, dqbits.NO_DATA, np.uint16))
+    out_sci, out_var, out_dq = out
     ny_in, nx_in = sci.shape
     xs = np.arange(nx_out, dtype=np.float64)
 
@@ -65,21 +71,21 @@ def resample(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, mat
         cols = np.nonzero(inside.any(axis=0))[0]
         r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         xi, yi, inside = xi[r0:r1, c0:c1], yi[r0:r1, c0:c1], inside[r0:r1, c0:c1]
-        s = np.zeros(xi.shape, np.float64)
-        v = np.zeros(xi.shape, np.float64) if var is not None else None
+        s = np.zeros(xi.shape, np.float32)
+        v = np.zeros(xi.shape, np.float32) if var is not None else None
         d = np.zeros(xi.shape, np.uint16)
         if kernel == "nearest":
             ix = np.clip(np.floor(xi + 0.5).astype(np.int64), 0, nx_in - 1)
             iy = np.clip(np.floor(yi + 0.5).astype(np.int64), 0, ny_in - 1)
-            s = sci[iy, ix].astype(np.float64)
+            s = sci[iy, ix].astype(np.float32)
             if var is not None:
-                v = var[iy, ix].astype(np.float64)
+                v = var[iy, ix].astype(np.float32)
             if dq is not None:
                 d = dq[iy, ix].copy()
         else:
             fx0, fy0 = np.floor(xi), np.floor(yi)
-            offx, wx = _taps(kernel, xi - fx0)
-            offy, wy = _taps(kernel, yi - fy0)
+            offx, wx = _taps(kernel, (xi - fx0).astype(np.float32))
+            offy, wy = _taps(kernel, (yi - fy0).astype(np.float32))
             ix0, iy0 = fx0.astype(np.int64), fy0.astype(np.int64)
             for oy, wyk in zip(offy, wy):
                 iy = np.clip(iy0 + oy, 0, ny_in - 1)
@@ -92,10 +98,14 @@ def resample(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, mat
                     if dq is not None:
                         d |= np.where(w != 0, dq[iy, ix], 0).astype(np.uint16)
         sl = (slice(y0 + r0, y0 + r1), slice(c0, c1))
-        out_sci[sl] = np.where(inside, s * det, out_sci[sl])
+        if det != 1.0:
+            s *= np.float32(det)
+            if var is not None:
+                v *= np.float32(det * det)
+        np.copyto(out_sci[sl], s, where=inside)
         if var is not None:
-            out_var[sl] = np.where(inside, v * det * det, out_var[sl])
-        out_dq[sl] = np.where(inside, d, out_dq[sl])
+            np.copyto(out_var[sl], v, where=inside)
+        np.copyto(out_dq[sl], d, where=inside)
 
     starts = range(0, ny_out, band_rows)
     if threads > 1:

@@ -8,6 +8,7 @@ only a band of each in memory (compressed inputs are unpacked once to a temporar
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ class AmpInPlane:
     amp: AmpImage
     columns: slice  # columns of the plane
     overscan: ovs.Overscan
-    source: tuple  # ("fits", path, offset, shape) or ("npy", path) or ("mem", array)
+    source: tuple  # ("fits", file descriptor, offset, shape) or ("npy", path) or ("mem", array)
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """Raw rows y0:y1 of the data section, overscan subtracted (float32 ADU)."""
@@ -35,11 +36,12 @@ class AmpInPlane:
         kind = self.source[0]
         if kind == "mem":
             block = self.source[1][d.y1 + y0:d.y1 + y1, d.x1:d.x2]
-        elif kind == "fits":
-            _, path, offset, shape = self.source
-            mm = np.memmap(path, dtype=">u2", mode="r", offset=offset, shape=shape)
-            block = np.bitwise_xor(mm[d.y1 + y0:d.y1 + y1, d.x1:d.x2], np.uint16(0x8000), dtype=np.uint16)
-            del mm
+        elif kind == "fits":  # one positioned read of whole rows: no mapping kept, memory stays bounded
+            _, fd, offset, shape = self.source
+            row_bytes = shape[1] * 2
+            buf = os.pread(fd, (y1 - y0) * row_bytes, offset + (d.y1 + y0) * row_bytes)
+            rows = np.frombuffer(buf, dtype=">u2").reshape(y1 - y0, shape[1])
+            block = np.bitwise_xor(rows[:, d.x1:d.x2], np.uint16(0x8000), dtype=np.uint16)
         else:
             mm = np.load(self.source[1], mmap_mode="r")
             block = np.array(mm[d.y1 + y0:d.y1 + y1, d.x1:d.x2])
@@ -58,6 +60,7 @@ class CCDReader:
         self.path = Path(path)
         det = self.raw.detector
         self._tmp = None
+        self._fd = None
         self.planes: dict[int, list[AmpInPlane]] = {}
         for ccd in sorted({a.ccd for a in self.raw.amps}):
             amps = self.raw.ccd_amps(ccd)
@@ -78,7 +81,9 @@ class CCDReader:
         if in_memory:
             return ("mem", amp.data)
         if amp.offset is not None:
-            return ("fits", self.path, amp.offset, amp.data.shape)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            return ("fits", self._fd, amp.offset, amp.data.shape)
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(dir=tmpdir, prefix=".gmosred-")
         dest = Path(self._tmp.name) / f"{self.raw.name}_{amp.index}.npy"
@@ -86,6 +91,9 @@ class CCDReader:
         return ("npy", dest)
 
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

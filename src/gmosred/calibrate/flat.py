@@ -197,10 +197,11 @@ def _flat_level(r, bias_frame, params: FlatParams) -> tuple[float, str | None]:
     saturated = float(np.mean(raw >= ADC_MAX))
     if saturated > params.max_saturated:
         return 0.0, f"saturated ({100 * saturated:.1f}% of CCD2's central pixels at the ADC limit)"
-    adu = clipped_mean(np.ravel(c))
+    # every 3rd pixel is plenty for a level (hundreds of thousands of pixels) at a ninth of the cost
+    adu = clipped_mean(np.ravel(c)[::3])
     if adu < params.min_level:
         return adu, f"underexposed (level {adu:.0f} ADU < {params.min_level:.0f})"
-    return clipped_mean(np.ravel(c * gain)), None
+    return clipped_mean(np.ravel(c * gain)[::3]), None
 
 
 def _lit(reader, ccd, hdr):

@@ -83,7 +83,8 @@ def _cached(path, kind):
         return None
     key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
     if key not in _CAL_CACHE:
-        _CAL_CACHE.clear() if len(_CAL_CACHE) > 8 else None
+        if len(_CAL_CACHE) > 8:
+            _CAL_CACHE.clear()
         _CAL_CACHE[key] = load_calibration(path, kind)
     return _CAL_CACHE[key]
 

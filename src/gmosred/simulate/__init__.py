@@ -4,5 +4,5 @@
 everything it made to ``outdir/truth``; ``load_truth(outdir)`` reads the truth back and can
 recompute the noiseless model of any frame (see :mod:`gmosred.simulate.truth`).
 """
-from .run import default_jobs, simulate_run  # noqa: F401
+from .run import simulate_run  # noqa: F401
 from .truth import Truth, load_truth  # noqa: F401

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -155,10 +154,3 @@ def _twilight_stars(rng, layout, rec) -> dict[str, np.ndarray]:
     flux = rec["twilight_level_e"] * 10 ** rng.uniform(0.0, 2.0, n)
     return {"tw_ccd": rng.integers(1, 4, n), "tw_x": rng.uniform(0, nx, n), "tw_y": rng.uniform(0, ny, n),
             "tw_flux": flux}
-
-
-def default_jobs() -> int:
-    return max(1, min(os.cpu_count() or 1, 4))
-
-
-__all__ = ["simulate_run", "default_jobs"]
