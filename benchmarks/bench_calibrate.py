@@ -24,6 +24,31 @@ from pathlib import Path
 
 from common import full_run
 
+CCDPROC_REDUCE = """
+import warnings, numpy as np, ccdproc, astropy.units as u
+from astropy.io import fits
+from astropy.nddata import CCDData
+warnings.simplefilter("ignore")
+(WORK / "cp").mkdir(exist_ok=True)
+bias = fits.open(WORK / "MCbias.fits")
+flat = fits.open(FLAT)
+gains = (2.372, 2.076, 2.097)
+rn = (3.98, 3.85, 3.16)
+for k, path in enumerate({files}):
+    with fits.open(path) as h:
+        for ext in (1, 2, 3):
+            hdr = h[ext].header
+            ccd = CCDData(h[ext].data.astype(np.float32), unit="adu", meta=hdr)
+            ccd = ccdproc.subtract_overscan(ccd, fits_section=hdr["BIASSEC"], overscan_axis=1, median=True)
+            ccd = ccdproc.trim_image(ccd, fits_section=hdr["DATASEC"])
+            ccd = ccdproc.create_deviation(ccd, gain=gains[ext - 1] * u.electron / u.adu,
+                                           readnoise=rn[ext - 1] * u.electron)
+            ccd = ccdproc.subtract_bias(ccd, CCDData(bias["SCI", ext].data, unit="adu"))
+            ccd = ccdproc.flat_correct(ccd, CCDData(flat["SCI", ext].data, unit="adu"))
+            ccd = ccdproc.gain_correct(ccd, gains[ext - 1] * u.electron / u.adu)
+            ccd.write(WORK / "cp" / f"rg{{k}}_{{ext}}.fits", overwrite=True)
+"""
+
 CASES = {
     "gmosred_bias": """
 from gmosred.calibrate.bias import make_master_bias
@@ -54,53 +79,8 @@ reduce_frame(SCIENCE, WORK / "gm", bias=WORK / "MCbias.fits", flat=FLAT)
 from gmosred.calibrate.reduce import reduce_many
 reduce_many(BATCH, WORK / "gm", bias=WORK / "MCbias.fits", flat=FLAT, show_progress=False)
 """,
-    "ccdproc_batch": """
-import warnings, numpy as np, ccdproc, astropy.units as u
-from astropy.io import fits
-from astropy.nddata import CCDData
-warnings.simplefilter("ignore")
-(WORK / "cp").mkdir(exist_ok=True)
-bias = fits.open(WORK / "MCbias.fits")
-flat = fits.open(FLAT)
-gains = (2.372, 2.076, 2.097)
-rn = (3.98, 3.85, 3.16)
-for k, path in enumerate(BATCH):
-    with fits.open(path) as h:
-        for ext in (1, 2, 3):
-            hdr = h[ext].header
-            ccd = CCDData(h[ext].data.astype(np.float32), unit="adu", meta=hdr)
-            ccd = ccdproc.subtract_overscan(ccd, fits_section=hdr["BIASSEC"], overscan_axis=1, median=True)
-            ccd = ccdproc.trim_image(ccd, fits_section=hdr["DATASEC"])
-            ccd = ccdproc.create_deviation(ccd, gain=gains[ext - 1] * u.electron / u.adu,
-                                           readnoise=rn[ext - 1] * u.electron)
-            ccd = ccdproc.subtract_bias(ccd, CCDData(bias["SCI", ext].data, unit="adu"))
-            ccd = ccdproc.flat_correct(ccd, CCDData(flat["SCI", ext].data, unit="adu"))
-            ccd = ccdproc.gain_correct(ccd, gains[ext - 1] * u.electron / u.adu)
-            ccd.write(WORK / "cp" / f"rg{k}_{ext}.fits", overwrite=True)
-""",
-    "ccdproc_reduce": """
-import warnings, numpy as np, ccdproc, astropy.units as u
-from astropy.io import fits
-from astropy.nddata import CCDData
-warnings.simplefilter("ignore")
-(WORK / "cp").mkdir(exist_ok=True)
-bias = fits.open(WORK / "MCbias.fits")
-flat = fits.open(FLAT)
-gains = (2.372, 2.076, 2.097)
-rn = (3.98, 3.85, 3.16)
-with fits.open(SCIENCE) as h:
-    for ext in (1, 2, 3):
-        hdr = h[ext].header
-        ccd = CCDData(h[ext].data.astype(np.float32), unit="adu", meta=hdr)
-        ccd = ccdproc.subtract_overscan(ccd, fits_section=hdr["BIASSEC"], overscan_axis=1, median=True)
-        ccd = ccdproc.trim_image(ccd, fits_section=hdr["DATASEC"])
-        ccd = ccdproc.create_deviation(ccd, gain=gains[ext - 1] * u.electron / u.adu,
-                                       readnoise=rn[ext - 1] * u.electron)
-        ccd = ccdproc.subtract_bias(ccd, CCDData(bias["SCI", ext].data, unit="adu"))
-        ccd = ccdproc.flat_correct(ccd, CCDData(flat["SCI", ext].data, unit="adu"))
-        ccd = ccdproc.gain_correct(ccd, gains[ext - 1] * u.electron / u.adu)
-        ccd.write(WORK / "cp" / f"rg_{ext}.fits", overwrite=True)
-""",
+    "ccdproc_batch": CCDPROC_REDUCE.format(files="BATCH"),
+    "ccdproc_reduce": CCDPROC_REDUCE.format(files="[SCIENCE]"),
 }
 
 
