@@ -152,10 +152,13 @@ def _combine_band(providers, y0, y1, p: CombineParams, scales, offsets, weights,
     nk = keep.sum(axis=0)
     empty = nk == 0
     if p.method == "average":
-        w = keep if weights is None else keep * weights[:, None, None].astype(np.float32)
-        wsum = w.sum(axis=0, dtype=np.float64)
-        safe = np.where(wsum > 0, wsum, 1.0)
-        sci = (np.where(keep, data, 0) * w).sum(axis=0, dtype=np.float64) / safe
+        kept = np.where(keep, data, np.float32(0))
+        if weights is None:
+            sci = kept.sum(axis=0, dtype=np.float64) / np.maximum(nk, 1)
+        else:
+            w = weights[:, None, None].astype(np.float32)
+            wsum = (keep * w).sum(axis=0, dtype=np.float64)
+            sci = (kept * w).sum(axis=0, dtype=np.float64) / np.where(wsum > 0, wsum, 1.0)
     else:
         sci = np.nanmedian(np.where(keep, data, np.nan), axis=0) if not empty.all() else np.zeros(data.shape[1:])
     if empty.any():
