@@ -128,12 +128,13 @@ class CCDReader:
             out[0, a.columns] = a.overscan.variance if what == "overscan_var" else getattr(a.amp, what)
         return out
 
-    def raw_band(self, ccd: int, y0: int, y1: int) -> np.ndarray:
-        """Raw ADU (before overscan) of rows y0:y1 of a plane: saturation is judged on these."""
+    def levels(self, ccd: int, y0: int, y1: int) -> np.ndarray:
+        """The overscan levels subtracted from rows y0:y1 of a plane (ADU): ``band + levels`` are the raw
+        counts, on which saturation is judged."""
         ny, nx = self.shape(ccd)
         out = np.empty((y1 - y0, nx), np.float32)
         for a in self.planes[ccd]:
-            out[:, a.columns] = a.rows(y0, y1) + a.overscan.levels[y0:y1, None]
+            out[:, a.columns] = a.overscan.levels[y0:y1, None]
         return out
 
     def header(self, ccd: int) -> fits.Header:

@@ -32,6 +32,8 @@ log = logging.getLogger("gmosred")
 #: CCD2's central region for flat levels (unbinned, 0-based end-exclusive: [100:1800,100:4500] 1-based).
 CENTRAL = Section(99, 1800, 99, 4500)
 ADC_MAX = 65535
+#: Raw counts are integers; rebuilt as (band + overscan level) in float32 they are compared with half a count to spare.
+SATURATED_AT = ADC_MAX - 0.5
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def _flat_level(r, bias_frame, params: FlatParams) -> tuple[float, str | None]:
     hdr = r.header(2)
     ys, xs = central_region(hdr, r.raw.binning, r.shape(2))
     c = r.band(2, ys.start, ys.stop)[:, xs]
-    raw = r.raw_band(2, ys.start, ys.stop)[:, xs]
+    raw = c + r.levels(2, ys.start, ys.stop)[:, xs]
     if bias_frame is not None:
         c -= bias_frame.plane(2).sci[ys, xs]
     gain = np.broadcast_to(r.amp_map(2, "gain")[:, xs], c.shape)
@@ -194,7 +196,7 @@ def _flat_level(r, bias_frame, params: FlatParams) -> tuple[float, str | None]:
     if lit is not None:
         lit = lit[ys, xs]
         c, raw, gain = c[lit], raw[lit], gain[lit]
-    saturated = float(np.mean(raw >= ADC_MAX))
+    saturated = float(np.mean(raw >= SATURATED_AT))
     if saturated > params.max_saturated:
         return 0.0, f"saturated ({100 * saturated:.1f}% of CCD2's central pixels at the ADC limit)"
     # every 3rd pixel is plenty for a level (hundreds of thousands of pixels) at a ninth of the cost

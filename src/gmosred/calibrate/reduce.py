@@ -27,7 +27,7 @@ from . import masks
 from . import overscan as ovs
 from .bias import noise_var
 from .ccd import CCDReader
-from .flat import ADC_MAX, check_calibration, load_calibration
+from .flat import SATURATED_AT, check_calibration, load_calibration
 
 @dataclass(frozen=True)
 class ReduceParams:
@@ -112,7 +112,7 @@ def _reduce_ccd(reader: CCDReader, ccd: int, bias_frame, flat_frame, params: Red
     raw = reader.raw
     hdr = reader.header(ccd)
     c = reader.plane(ccd)
-    raw_adu = reader.raw_band(ccd, 0, c.shape[0])
+    raw_adu = c + reader.levels(ccd, 0, c.shape[0])
     gain = reader.amp_map(ccd, "gain")
     var = noise_var(reader, ccd)  # read noise and overscan level, ADU^2
     dq = np.zeros(c.shape, np.uint16)
@@ -125,7 +125,7 @@ def _reduce_ccd(reader: CCDReader, ccd: int, bias_frame, flat_frame, params: Red
             dq |= b.dq
     var = var + np.maximum(c, 0) / gain  # Poisson noise of the counts, before flat-fielding
     # saturation on the raw counts: the ADC limit, and the full well where the table has one
-    sat = raw_adu >= ADC_MAX
+    sat = raw_adu >= SATURATED_AT
     for a in reader.planes[ccd]:
         well = instruments.full_well(str(raw.phu.get("DETECTOR", "")), a.amp.ampname)
         if well is not None:
