@@ -34,11 +34,6 @@ RAW_EXT_KEYWORDS = ("AMPNAME", "CCDSUM", "CCDSEC", "DETSEC", "DATASEC", "BIASSEC
 EXTENSIONS = (".fits", ".fits.bz2", ".fits.fz")
 
 
-def is_fits_name(path) -> bool:
-    """True for the file names gmosred reads: .fits, .fits.bz2, .fits.fz."""
-    return str(path).lower().endswith(EXTENSIONS)
-
-
 def stem(path) -> str:
     """File name without .fits/.fits.bz2/.fits.fz: 'S20060910S0001'."""
     name = Path(path).name
