@@ -244,6 +244,48 @@ def _add_combine_options(s) -> None:
     s.add_argument("--var", choices=("scatter", "propagate"), help="output VAR from the scatter or the input VAR")
 
 
+def _download(args) -> int:
+    import logging
+
+    from . import archive, obslog
+
+    arch = archive.Archive(args.archive or archive.DEFAULT_ARCHIVE)
+    rawdir = Path(args.raw)
+    dates = archive.parse_dates(args.dates)
+    plan = archive.plan(arch, args.program, rawdir, filters=tuple(args.filter or ()), obj=args.object, dates=dates,
+                        calibrations=args.calibrations, keep_compressed=args.keep_compressed)
+    for note in plan.selection.notes:
+        print(f"note: {note}")
+    if not plan.files:
+        return 1
+    if args.list or args.dry_run:
+        rows = plan.file_rows()
+        cols = ("file", "type", "object", "filter", "binning", "UT", "MB", "status", "why")
+        _print_table(cols, [tuple(r[c] for c in cols) for r in rows])
+        print()
+    rows = plan.summary_rows()
+    cols = ("type", "filter", "binning", "files", "dates", "MB", "to fetch", "MB to fetch")
+    _print_table(cols, [tuple(str(r[c]) for c in cols) for r in rows])
+    todo = plan.to_fetch()
+    size = sum(f.file_size or 0 for f in todo) / 1e6
+    print(f"{len(plan.files)} files from {arch.url}: {len(todo)} to fetch ({size:.1f} MB), "
+          f"{len(plan.files) - len(todo)} already in {rawdir}")
+    if args.dry_run:
+        return 0
+    outcomes = archive.fetch_all(arch, plan.files, rawdir, connections=args.connections,
+                                 keep_compressed=args.keep_compressed, replace=args.replace)
+    for o in outcomes:
+        if o.message:
+            logging.getLogger("gmosred").warning(o.message)
+    counts = archive.count(outcomes)
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if not args.no_obslog and archive.arrived(outcomes):
+        summary = obslog.build(rawdir)
+        print(f"observing log {obslog.default_db(rawdir)}: {len(summary.added)} added, "
+              f"{len(summary.updated)} updated, {summary.unchanged} unchanged")
+    return 0 if len(archive.arrived(outcomes)) == len(outcomes) else 1
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -272,6 +314,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1, help="random seed (the run is deterministic for a seed)")
     s.add_argument("--jobs", type=int, default=1, help="parallel processes")
     s.set_defaults(func=_simulate)
+
+    s = sub.add_parser("download", help="fetch a program's raw files and their calibrations from the Gemini archive",
+                       description="Search the Gemini Observatory Archive for PROGRAM's raw files (and, with "
+                                   "--calibrations, the biases, twilight flats and standards the archive associates "
+                                   "with them), show what will be fetched, fetch it (resumable, verified, in "
+                                   "parallel), decompress it and index RAW into the observing log. Proprietary "
+                                   "data: set GEMINI_ARCHIVE_SESSION to your archive session cookie.")
+    s.add_argument("program", help="program ID, e.g. GS-2006B-Q-18")
+    s.add_argument("--raw", required=True, help="folder for the raw files (e.g. raw/)")
+    s.add_argument("--calibrations", action="store_true", help="also fetch the associated calibrations")
+    s.add_argument("--filter", action="append", metavar="BAND", help="only frames in this filter (repeatable): r, g, Ha...")
+    s.add_argument("--object", help="only this target name ('*' wildcards)")
+    s.add_argument("--dates", help="UT date YYYYMMDD or range YYYYMMDD-YYYYMMDD")
+    s.add_argument("--dry-run", action="store_true", help="list what would be fetched and stop")
+    s.add_argument("--list", action="store_true", help="list every file before fetching")
+    s.add_argument("--archive", help="archive address (default: the Gemini Observatory Archive)")
+    s.add_argument("--keep-compressed", action="store_true", help="keep the archive's .fits.bz2 files as they are")
+    s.add_argument("--connections", type=int, default=4, help="parallel downloads (default 4)")
+    s.add_argument("--replace", action="store_true", help="overwrite local files that differ from the archive's")
+    s.add_argument("--no-obslog", action="store_true", help="do not index RAW into the observing log")
+    s.set_defaults(func=_download)
 
     s = sub.add_parser(
         "obslog", help="index a raw folder into an SQLite observing log (the cookbook's obslog.py)",
