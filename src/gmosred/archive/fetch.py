@@ -56,7 +56,7 @@ class _Arrived:
 
 
 class _Denied(Exception):
-    """The archive refused the file (403 / 401 / 404): retrying will not help."""
+    """The archive refused the file (403 / 401 / 404), or the run is stopping: no retry."""
 
 
 class _Retry(Exception):
@@ -103,6 +103,7 @@ class Fetcher:
         self.bar = bar
         self._lock = threading.Lock()
         self._local = threading.local()
+        self.stopping = threading.Event()  # set on Ctrl-C: transfers stop at their next chunk
 
     def _session(self):
         if not hasattr(self._local, "session"):
@@ -173,6 +174,8 @@ class Fetcher:
                 attempt += 1
                 if attempt > self.retries:
                     raise _Retry(f"{e}; gave up after {attempt} attempts") from None
+                if self.stopping.is_set():
+                    raise _Denied("interrupted") from None
                 log.warning("%s: %s; trying again (%d of %d)", f.filename, e, attempt, self.retries)
                 time.sleep(self.backoff * 2 ** (attempt - 1))
                 have = part.stat().st_size if part.exists() else 0
@@ -203,6 +206,8 @@ class Fetcher:
                     have = 0
                 with open(part, "ab" if have else "wb") as out:
                     for chunk in r.iter_content(NET_CHUNK):
+                        if self.stopping.is_set():
+                            raise _Denied(f"interrupted after {have} bytes (kept for the next run to resume)")
                         out.write(chunk)
                         have += len(chunk)
                         moved[0] += len(chunk)
@@ -256,21 +261,31 @@ def fetch_all(archive: Archive, files: list[ArchiveFile], rawdir, *, connections
     fetcher = Fetcher(archive, rawdir, keep_compressed=keep_compressed, replace=replace, retries=retries,
                       backoff=backoff, bar=bar)
     outcomes: dict[str, Outcome] = {}
+    # transfers on `connections` threads; decompression on one thread per core, so a connection
+    # starts its next file while the last one is decompressed (bz2 and hashlib release the GIL)
+    net = ThreadPoolExecutor(max(1, connections))
+    cpu = ThreadPoolExecutor(os.cpu_count() or 1)
     try:
-        # transfers on `connections` threads; decompression on one thread per core, so a connection
-        # starts its next file while the last one is decompressed (bz2 and hashlib release the GIL)
-        with ThreadPoolExecutor(max(1, connections)) as net, ThreadPoolExecutor(os.cpu_count() or 1) as cpu:
-            installs = []
-            for done in as_completed([net.submit(fetcher.transfer, f) for f in files]):
-                res = done.result()
-                if isinstance(res, Outcome):
-                    outcomes[res.file.filename] = res
-                else:
-                    installs.append(cpu.submit(fetcher.install, res))
-            for done in installs:
-                o = done.result()
-                outcomes[o.file.filename] = o
+        installs = []
+        for done in as_completed([net.submit(fetcher.transfer, f) for f in files]):
+            res = done.result()
+            if isinstance(res, Outcome):
+                outcomes[res.file.filename] = res
+            else:
+                installs.append(cpu.submit(fetcher.install, res))
+        for done in installs:
+            o = done.result()
+            outcomes[o.file.filename] = o
+    except KeyboardInterrupt:
+        # stop transfers at their next chunk (partial files stay, to be resumed); finish installing
+        # what has arrived whole, so nothing already fetched is lost
+        fetcher.stopping.set()
+        net.shutdown(wait=True, cancel_futures=True)
+        cpu.shutdown(wait=True)
+        raise
     finally:
+        net.shutdown()
+        cpu.shutdown()
         bar.close()
     partial = rawdir / PARTIAL_DIR
     if partial.is_dir() and not any(partial.iterdir()):
