@@ -25,13 +25,17 @@ def test_simulate_bad_size(capsys):
     assert "invalid choice: 'huge'" in capsys.readouterr().err
 
 
-def test_demo_on_existing_run(small_run, capsys):
-    """The demo reuses a run made with the same settings, reduces it and checks every step against the truth."""
+def test_demo_on_existing_run(small_run, tmp_path, capsys):
+    """The demo reuses a run made with the same settings, fetches it from the archive stand-in,
+    reduces it and checks every step against the truth."""
     out, truth = small_run
-    assert main(["demo", str(out), "--seed", "7"]) == 0
+    (tmp_path / "archive").symlink_to(out)
+    assert main(["demo", str(tmp_path), "--seed", "7"]) == 0
     text = capsys.readouterr().out
     assert "using the simulated run already in" in text
-    rows = re.findall(r"^(obslog|bias|flat|reduce|mosaic)\s.*\s(yes|NO)$", text, re.M)
-    assert [step for step, _ in rows] == ["obslog", "bias", "flat", "reduce", "mosaic"]
+    rows = re.findall(r"^(download|obslog|bias|flat|reduce|mosaic)\s.*\s(yes|NO)$", text, re.M)
+    assert [step for step, _ in rows] == ["download", "obslog", "bias", "flat", "reduce", "mosaic"]
     assert all(ok == "yes" for _, ok in rows)
-    assert (out / "reduced" / "MCbias.fits").exists() and len(list((out / "reduced").glob("mrg*.fits"))) == 45
+    assert len(list((tmp_path / "raw").glob("*.fits"))) == len(truth.frames)
+    red = tmp_path / "reduced"
+    assert (red / "MCbias.fits").exists() and len(list(red.glob("mrg*.fits"))) == 45

@@ -272,8 +272,13 @@ def _download(args) -> int:
           f"{len(plan.files) - len(todo)} already in {rawdir}")
     if args.dry_run:
         return 0
-    outcomes = archive.fetch_all(arch, plan.files, rawdir, connections=args.connections,
-                                 keep_compressed=args.keep_compressed, replace=args.replace)
+    try:
+        outcomes = archive.fetch_all(arch, plan.files, rawdir, connections=args.connections,
+                                     keep_compressed=args.keep_compressed, replace=args.replace)
+    except KeyboardInterrupt:
+        print(f"gmosred: partial transfers are kept in {rawdir / '.partial'}; run the same command again to "
+              "resume", file=sys.stderr)
+        raise
     for o in outcomes:
         if o.message:
             logging.getLogger("gmosred").warning(o.message)

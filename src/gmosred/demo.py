@@ -1,8 +1,10 @@
-"""``gmosred demo``: simulate the M8 run, run the pipeline on it, compare with the truth.
+"""``gmosred demo``: simulate the M8 run, fetch it, run the pipeline on it, compare with the truth.
 
-The pipeline does the cookbook's steps (observing log and selections with the cookbook's dates,
-master bias, master twilight flats per filter, basic reduction, mosaic); each step's headline
-number is then checked against what the simulator put in.
+The simulated run is served by a local stand-in for the Gemini archive (``DIR/archive`` holds its
+raw files and the truth); ``gmosred download``'s machinery fetches the program and its associated
+calibrations into ``DIR/raw``, and the pipeline does the cookbook's steps (observing log and
+selections with the cookbook's dates, master bias, master twilight flats per filter, basic
+reduction, mosaic). Each step's headline number is then checked against what the simulator put in.
 """
 from __future__ import annotations
 
@@ -17,23 +19,37 @@ BIAS_DATES, FLAT_DATES = "2006-09-01:2006-10-30", "2006-09-10:2006-10-10"
 
 
 def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -> int:
-    from . import frame, obslog, select
+    from . import archive, frame, obslog, select
     from .simulate import load_truth, simulate_run
-    from .simulate.plan import FILTERS
+    from .simulate.archive import StandInArchive
+    from .simulate.plan import FILTERS, PROGRAM
 
     workdir = Path(workdir)
-    red = workdir / "reduced"
+    sim, raw, red = workdir / "archive", workdir / "raw", workdir / "reduced"
     red.mkdir(parents=True, exist_ok=True)
     times = {}
     t0 = time.perf_counter()
-    if (workdir / "truth" / "run.json").exists() and _same_run(workdir / "truth" / "run.json", size, seed):
-        print(f"using the simulated run already in {workdir}")
+    if (sim / "truth" / "run.json").exists() and _same_run(sim / "truth" / "run.json", size, seed):
+        print(f"using the simulated run already in {sim}")
     else:
-        print(f"simulating the M8 run ({size}, seed {seed}) in {workdir} ...")
-        simulate_run(workdir, size=size, seed=seed, jobs=jobs)
+        print(f"simulating the M8 run ({size}, seed {seed}) in {sim} ...")
+        simulate_run(sim, size=size, seed=seed, jobs=jobs)
     times["simulate"] = time.perf_counter() - t0
-    truth = load_truth(workdir)
+    truth = load_truth(sim)
     checks = []  # (step, what, value, expected, ok)
+
+    # the program and its associated calibrations, from the archive stand-in
+    t0 = time.perf_counter()
+    with StandInArchive(sorted((sim / "raw").glob("*.fits")), compress=False) as stand_in:
+        arch = archive.Archive(stand_in.url)
+        plan = archive.plan(arch, PROGRAM, raw, calibrations=True)
+        print(f"downloading {PROGRAM} and its associated calibrations from a local archive stand-in "
+              f"({len(plan.to_fetch())} of {len(plan.files)} files to fetch) ...")
+        outcomes = archive.fetch_all(arch, plan.files, raw)
+    times["download"] = time.perf_counter() - t0
+    names = sorted(o.file.name[:-5] for o in archive.arrived(outcomes))
+    checks.append(("download", "program + associated calibrations, verified", f"{len(names)} files",
+                   f"{len(truth.frames)}", names == _truth_files(truth) and len(names) == len(outcomes)))
 
     # the whole pipeline, as `gmosred run RAWDIR --workdir DIR/reduced` does it
     from . import config, pipeline
@@ -41,10 +57,10 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -
     t0 = time.perf_counter()
     cfg = config.load(overrides={"select": {"bias_dates": BIAS_DATES, "flat_dates": FLAT_DATES}})
     with pipeline.logfile(red):
-        plan = pipeline.prepare(workdir / "raw", red, cfg, jobs=jobs)
-        reports = pipeline.run_plan(plan, red, cfg, jobs=jobs)
+        steps = pipeline.prepare(raw, red, cfg, jobs=jobs)
+        reports = pipeline.run_plan(steps, red, cfg, jobs=jobs)
     times["pipeline"] = time.perf_counter() - t0
-    db = workdir / "raw" / obslog.DEFAULT_DB
+    db = raw / obslog.DEFAULT_DB
 
     # the cookbook's selections against the truth
     b = truth.layout.binning

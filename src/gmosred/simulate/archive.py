@@ -43,8 +43,9 @@ def _band(value: str) -> str:
     return "" if not band or band.lower().startswith(("open", "clear")) else band
 
 
-def summary_record(path: Path, stored: bytes, *, release: date | None = None) -> dict:
-    """The archive's ``jsonsummary`` record of a raw file stored as ``stored`` (its .bz2 bytes)."""
+def summary_record(path: Path, stored: bytes | None, *, release: date | None = None) -> dict:
+    """The archive's ``jsonsummary`` record of a raw file stored as ``stored`` (its .bz2 bytes), or
+    stored uncompressed (``stored`` None)."""
     scan = scan_headers(path, checksum=True)
     phu, ext1 = scan.phu, scan.ext1
     xbin, ybin = (int(v) for v in str(phu.get("CCDSUM") or ext1["CCDSUM"]).split())
@@ -53,12 +54,13 @@ def summary_record(path: Path, stored: bytes, *, release: date | None = None) ->
     bands = [b for b in (_band(str(phu.get(k, ""))) for k in ("FILTER1", "FILTER2")) if b]
     obstype = str(phu["OBSTYPE"]).strip()
     name = path.name
+    size = scan.size if stored is None else len(stored)
+    md5 = scan.md5 if stored is None else hashlib.md5(stored).hexdigest()
     rel = release or date.fromisoformat(str(phu["RELEASE"]).strip())
     program = str(phu["GEMPRGID"]).strip()
     return {
-        "name": name, "filename": name + ".bz2", "path": "", "compressed": True,
-        "file_size": len(stored), "file_md5": hashlib.md5(stored).hexdigest(),
-        "size": len(stored), "md5": hashlib.md5(stored).hexdigest(),
+        "name": name, "filename": name if stored is None else name + ".bz2", "path": "",
+        "compressed": stored is not None, "file_size": size, "file_md5": md5, "size": size, "md5": md5,
         "data_size": scan.size, "data_md5": scan.md5, "lastmod": "2020-01-01 00:00:00+00:00", "mdready": True,
         "program_id": program, "engineering": False, "science_verification": False,
         "calibration_program": "-CAL" in program, "observation_id": str(phu["OBSID"]).strip(),
@@ -91,22 +93,26 @@ class StandInArchive:
 
     ``proprietary``: names of files whose release date is put a year after ``today``.
     ``token``: the session cookie that unlocks proprietary files.
+    ``compress``: store the files as .fits.bz2, as the archive does (else as they are, read when asked).
     """
 
     def __init__(self, paths, *, proprietary=(), today: date | None = None, token: str = "pi-session",
-                 jobs: int = 2):
+                 compress: bool = True, jobs: int = 2):
         self.today = today or date.today()
         self.token = token
         paths = [Path(p) for p in paths]
-        with ThreadPoolExecutor(jobs) as pool:  # bz2 releases the GIL
-            stored = list(pool.map(lambda p: bz2.compress(p.read_bytes(), 9), paths))
-        self.files: dict[str, bytes] = {}
+        if compress:
+            with ThreadPoolExecutor(jobs) as pool:  # bz2 releases the GIL
+                stored = list(pool.map(lambda p: bz2.compress(p.read_bytes(), 9), paths))
+        else:
+            stored = [None] * len(paths)
+        self.files: dict[str, bytes | Path] = {}  # filename -> stored bytes, or the file itself
         self.records: list[dict] = []
         for p, data in zip(paths, stored):
             release = self.today + timedelta(days=365) if p.name in set(proprietary) else None
             rec = summary_record(p, data, release=release)
             self.records.append(rec)
-            self.files[rec["filename"]] = data
+            self.files[rec["filename"]] = p if data is None else data
         self.cut_after: dict[str, int] = {}  # filename -> bytes sent before the connection drops (once)
         self.corrupt: dict[str, int] = {}  # filename -> how many more responses get a flipped byte
         self.unavailable: dict[str, int] = {}  # filename -> how many more requests get HTTP 503
@@ -209,6 +215,7 @@ class StandInArchive:
                 self.unavailable[filename] -= 1
                 return _send(h, 503, b"busy", "text/plain")
         data = self.files[filename]
+        data = data.read_bytes() if isinstance(data, Path) else data
         start = 0
         rng = h.headers.get("Range")
         if rng:
