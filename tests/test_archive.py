@@ -50,6 +50,7 @@ def server(served):
     stand_in.corrupt.clear()
     stand_in.unavailable.clear()
     stand_in.rate = None
+    stand_in.ranges = True
     return served
 
 
@@ -268,6 +269,20 @@ def test_interrupted_run_keeps_partial_files_and_the_next_run_resumes(server, tm
         assert ranges[name] == f"bytes={size}-"
     for f in files:
         assert (tmp_path / f.name).read_bytes() == (raw / f.name).read_bytes()
+
+
+def test_archive_without_range_support(server, tmp_path):
+    """A server that ignores Range sends the whole file again: the partial file is started over."""
+    stand_in, raw, truth, _ = server
+    f = _one(stand_in, sorted(_expected(truth)[2])[1])
+    part = tmp_path / ".partial" / (f.filename + ".part")
+    part.parent.mkdir()
+    part.write_bytes(b"x" * 5000)  # not even the archive's bytes
+    stand_in.ranges = False
+    [o] = archive.fetch_all(archive.Archive(stand_in.url), [f], tmp_path, backoff=0)
+    assert o.status == "fetched" and o.bytes == f.file_size
+    assert stand_in.file_requests() == [(f.filename, "bytes=5000-")]
+    assert (tmp_path / f.name).read_bytes() == (raw / f.name).read_bytes()
 
 
 def test_checksum_mismatch_is_refetched(server, tmp_path):

@@ -118,6 +118,7 @@ class StandInArchive:
         self.unavailable: dict[str, int] = {}  # filename -> how many more requests get HTTP 503
         self.log: list[tuple[str, str | None]] = []  # (path, Range header)
         self.rate: float | None = None  # bytes per second per connection (None: as fast as it goes)
+        self.ranges = True  # honour HTTP Range requests (False: always send the whole file, with 200)
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
 
@@ -217,7 +218,7 @@ class StandInArchive:
         data = self.files[filename]
         data = data.read_bytes() if isinstance(data, Path) else data
         start = 0
-        rng = h.headers.get("Range")
+        rng = h.headers.get("Range") if self.ranges else None
         if rng:
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
             start = int(m.group(1)) if m else 0
