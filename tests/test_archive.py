@@ -203,6 +203,19 @@ def test_keep_compressed(server, tmp_path):
     assert not (tmp_path / f.name).exists()
 
 
+def test_local_compressed_copy_is_decompressed_not_fetched(server, tmp_path):
+    """Files the user already unpacked from an archive tarball (.fits.bz2) are used, not fetched again."""
+    stand_in, raw, truth, _ = server
+    f = _one(stand_in, sorted(_expected(truth)[0])[0])
+    (tmp_path / f.filename).write_bytes(stand_in.files[f.filename])
+    p = archive.plan(archive.Archive(stand_in.url), PROGRAM, tmp_path, filters=("r",), obj="M8-1")
+    assert p.status(f) == "present as .bz2" and f.filename not in {g.filename for g in p.to_fetch()}
+    [o] = archive.fetch_all(archive.Archive(stand_in.url), [f], tmp_path, backoff=0)
+    assert o.status == "decompressed" and stand_in.file_requests() == []
+    assert (tmp_path / f.name).read_bytes() == (raw / f.name).read_bytes()
+    assert (tmp_path / f.filename).read_bytes() == stand_in.files[f.filename]  # the user's copy is kept
+
+
 def test_interrupted_transfer_resumes(server, tmp_path):
     stand_in, raw, truth, _ = server
     f = _one(stand_in, sorted(_expected(truth)[1])[0])

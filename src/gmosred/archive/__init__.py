@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .associate import Selection, parse_dates, select
 from .client import DEFAULT_ARCHIVE, Archive, ArchiveError, ArchiveFile
-from .fetch import FETCHED, PRESENT, REPLACED, Outcome, fetch_all, local_state
+from .fetch import DECOMPRESSED, FETCHED, PRESENT, REPLACED, Outcome, fetch_all, local_state
 
 __all__ = ["Archive", "ArchiveError", "ArchiveFile", "DEFAULT_ARCHIVE", "Outcome", "Plan", "fetch_all",
            "parse_dates", "plan", "select"]
@@ -32,12 +32,14 @@ class Plan:
         return list(self.selection.files.values())
 
     def to_fetch(self) -> list[ArchiveFile]:
-        return [f for f in self.files if self.state[f.filename] != "present"]
+        return [f for f in self.files if self.state[f.filename] not in ("present", "stored")]
 
     def status(self, f: ArchiveFile) -> str:
         state = self.state[f.filename]
         if state == "present":
             return "present"
+        if state == "stored":
+            return "present as .bz2"
         if f.proprietary(self.today):
             return f"proprietary until {f.release:%Y-%m-%d}"
         return "differs locally" if state == "different" else "to fetch"
@@ -55,7 +57,7 @@ class Plan:
         rows = []
         for (kind, band, binning), members in groups.items():
             dates = sorted(f.ut_datetime.date() for f in members if f.ut_datetime)
-            todo = [f for f in members if self.state[f.filename] != "present"]
+            todo = [f for f in members if self.state[f.filename] not in ("present", "stored")]
             rows.append({"type": kind, "filter": band, "binning": binning, "files": len(members),
                          "dates": f"{dates[0]:%Y%m%d}-{dates[-1]:%Y%m%d}" if dates else "",
                          "MB": _mb(sum(f.file_size or 0 for f in members)), "to fetch": len(todo),
@@ -81,4 +83,4 @@ def count(outcomes: list[Outcome]) -> Counter:
 
 
 def arrived(outcomes: list[Outcome]) -> list[Outcome]:
-    return [o for o in outcomes if o.status in (FETCHED, PRESENT, REPLACED)]
+    return [o for o in outcomes if o.status in (FETCHED, PRESENT, DECOMPRESSED, REPLACED)]

@@ -31,8 +31,8 @@ CHUNK = 1 << 20  # file reads
 NET_CHUNK = 1 << 16  # network reads: a dropped connection loses at most this much of what arrived
 
 # Outcome statuses
-FETCHED, PRESENT, REPLACED, CONFLICT, PROPRIETARY, FAILED = (
-    "fetched", "present", "replaced", "conflict", "proprietary", "failed")
+FETCHED, PRESENT, DECOMPRESSED, REPLACED, CONFLICT, PROPRIETARY, FAILED = (
+    "fetched", "present", "decompressed", "replaced", "conflict", "proprietary", "failed")
 
 
 @dataclass
@@ -53,6 +53,7 @@ class _Arrived:
     target: Path
     replacing: bool
     moved: int
+    local: bool = False  # ``part`` is the user's own .bz2 copy: decompress it, leave it in place
 
 
 class _Denied(Exception):
@@ -78,14 +79,22 @@ def local_target(f: ArchiveFile, rawdir: Path, keep_compressed: bool) -> tuple[P
     return rawdir / f.name, f.data_md5, f.data_size
 
 
-def local_state(f: ArchiveFile, rawdir: Path, keep_compressed: bool) -> str:
-    """'missing', 'present' (same contents as the archive's) or 'different'."""
-    path, md5, size = local_target(f, rawdir, keep_compressed)
-    if not path.exists():
-        return "missing"
+def _same(path: Path, md5: str, size: int | None) -> bool:
     if size is not None and path.stat().st_size != size:
-        return "different"
-    return "present" if not md5 or md5_of(path) == md5 else "different"
+        return False
+    return not md5 or md5_of(path) == md5
+
+
+def local_state(f: ArchiveFile, rawdir: Path, keep_compressed: bool) -> str:
+    """'present' (same contents as the archive's), 'different', 'stored' (only the archive's .bz2 is
+    there, to be decompressed) or 'missing'."""
+    path, md5, size = local_target(f, rawdir, keep_compressed)
+    if path.exists():
+        return "present" if _same(path, md5, size) else "different"
+    stored = rawdir / f.filename
+    if stored != path and stored.exists() and _same(stored, f.file_md5, f.file_size):
+        return "stored"
+    return "missing"
 
 
 class Fetcher:
@@ -127,6 +136,9 @@ class Fetcher:
             return Outcome(f, CONFLICT, f"{target}: a different file of this name is already there (not the "
                                         f"archive's {f.filename}); left as it is (--replace to overwrite it)",
                            path=target)
+        if state == "stored":
+            self._advance(f.file_size or 0)
+            return _Arrived(f, self.rawdir / f.filename, target, False, 0, local=True)
         part = self.partial / (f.filename + ".part")
         try:
             part.parent.mkdir(parents=True, exist_ok=True)
@@ -140,9 +152,11 @@ class Fetcher:
     def install(self, a: _Arrived) -> Outcome:
         """Move a verified transfer into place (decompressing it); never raises."""
         try:
-            self._install(a.file, a.part, a.target)
+            self._install(a)
         except (_Retry, OSError) as e:
             return Outcome(a.file, FAILED, f"{a.file.filename}: {e}", bytes=a.moved)
+        if a.local:
+            return Outcome(a.file, DECOMPRESSED, path=a.target)
         if a.replacing:
             return Outcome(a.file, REPLACED, f"{a.target}: replaced by the archive's {a.file.filename}",
                            path=a.target, bytes=a.moved)
@@ -220,12 +234,16 @@ class Fetcher:
 
     # -- installation ------------------------------------------------------------------------
 
-    def _install(self, f: ArchiveFile, part: Path, target: Path) -> None:
-        """Move the verified transfer into place, decompressing it unless it is to stay compressed."""
+    def _install(self, a: _Arrived) -> None:
+        """Move the verified transfer into place, decompressing it unless it is to stay compressed.
+        A local .bz2 copy is decompressed and left as it is."""
+        f, part, target = a.file, a.part, a.target
         if target.name == f.filename:
             os.replace(part, target)
             return
-        tmp = part.with_suffix(".fits.tmp")
+        drop = (lambda: None) if a.local else (lambda: part.unlink(missing_ok=True))
+        self.partial.mkdir(parents=True, exist_ok=True)
+        tmp = self.partial / (f.name + ".tmp")
         h = hashlib.md5()
         size = 0
         try:
@@ -236,16 +254,15 @@ class Fetcher:
                     out.write(chunk)
         except (OSError, EOFError) as e:
             tmp.unlink(missing_ok=True)
-            part.unlink(missing_ok=True)
+            drop()
             raise _Retry(f"cannot decompress the archive's file ({e})") from None
         if (f.data_md5 and h.hexdigest() != f.data_md5) or (f.data_size is not None and size != f.data_size):
             tmp.unlink()
-            part.unlink()
+            drop()
             raise _Retry(f"decompressed data differ from the archive's (MD5 {h.hexdigest()}, {size} bytes; "
                          f"archive {f.data_md5}, {f.data_size} bytes)")
         os.replace(tmp, target)
-        part.unlink()
-
+        drop()
 
 def fetch_all(archive: Archive, files: list[ArchiveFile], rawdir, *, connections: int = 4,
               keep_compressed: bool = False, replace: bool = False, retries: int = 4, backoff: float = 1.0,
