@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("program", help="program ID, e.g. GS-2006B-Q-18")
     s.add_argument("--raw", required=True, help="folder for the raw files (e.g. raw/)")
     s.add_argument("--calibrations", action="store_true", help="also fetch the associated calibrations")
-    s.add_argument("--filter", action="append", metavar="BAND", help="only frames in this filter (repeatable): r, g, Ha...")
+    s.add_argument("--filter", action="append", metavar="BAND",
+                   help="only frames in this filter (repeatable): r, g, Ha...")
     s.add_argument("--object", help="only this target name ('*' wildcards)")
     s.add_argument("--dates", help="UT date YYYYMMDD or range YYYYMMDD-YYYYMMDD")
     s.add_argument("--dry-run", action="store_true", help="list what would be fetched and stop")

@@ -45,7 +45,7 @@ class Plan:
         return "differs locally" if state == "different" else "to fetch"
 
     def file_rows(self) -> list[dict]:
-        return [{"file": f.filename, "type": f.kind, "object": f.object, "filter": "" if f.kind in ("bias", "dark") else f.band, "binning": f.binning,
+        return [{"file": f.filename, "type": f.kind, "object": f.object, "filter": _band(f), "binning": f.binning,
                  "UT": f"{f.ut_datetime:%Y-%m-%d %H:%M}" if f.ut_datetime else "", "MB": _mb(f.file_size),
                  "status": self.status(f), "why": self.selection.reasons[f.filename]} for f in self.files]
 
@@ -53,7 +53,7 @@ class Plan:
         """One row per (type, filter, binning): files, date range, size, how many to fetch."""
         groups: dict[tuple, list[ArchiveFile]] = {}
         for f in self.files:
-            groups.setdefault((f.kind, f.band if f.kind not in ("bias", "dark") else "", f.binning), []).append(f)
+            groups.setdefault((f.kind, _band(f), f.binning), []).append(f)
         rows = []
         for (kind, band, binning), members in groups.items():
             dates = sorted(f.ut_datetime.date() for f in members if f.ut_datetime)
@@ -63,6 +63,11 @@ class Plan:
                          "MB": _mb(sum(f.file_size or 0 for f in members)), "to fetch": len(todo),
                          "MB to fetch": _mb(sum(f.file_size or 0 for f in todo))})
         return rows
+
+
+def _band(f: ArchiveFile) -> str:
+    """The filter column: blank for frames taken without light."""
+    return "" if f.kind in ("bias", "dark") else f.band
 
 
 def _mb(n) -> str:

@@ -137,7 +137,8 @@ class Archive:
     """A Gemini archive at ``url`` (the public archive by default, or a local stand-in)."""
 
     def __init__(self, url: str = DEFAULT_ARCHIVE, *, cookie: str | None = None, timeout: float = 60.0):
-        self.url = url.rstrip("/")
+        url = url.strip().rstrip("/")
+        self.url = url if url.lower().startswith(("http://", "https://")) else f"https://{url}"
         self.cookie = cookie if cookie is not None else os.environ.get(COOKIE_ENV) or None
         self.timeout = timeout
         self._observations = None
@@ -164,9 +165,9 @@ class Archive:
         except requests.exceptions.JSONDecodeError:
             raise ArchiveError(f"{self.url}: the archive's answer to a search is not a JSON listing") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-            raise ArchiveError(f"{self.url}: archive unreachable ({_reason(e)})") from None
+            raise ArchiveError(f"{self.url}: archive unreachable ({error_reason(e)})") from None
         except requests.exceptions.RequestException as e:
-            raise ArchiveError(f"{self.url}: search failed ({_reason(e)})") from None
+            raise ArchiveError(f"{self.url}: search failed ({error_reason(e)})") from None
         return [ArchiveFile.from_record(row) for row in table if _text(row["filename"])]
 
     def file_url(self, filename: str) -> str:
@@ -183,10 +184,11 @@ class Archive:
         return s
 
 
-def _reason(exc: Exception) -> str:
+def error_reason(exc: Exception) -> str:
     """The innermost, shortest description of a requests error."""
     text = str(exc)
-    for marker in ("Connection broken", "Connection refused", "Name or service not known", "timed out", "Temporary failure"):
+    for marker in ("Connection broken", "Connection refused", "Name or service not known", "timed out",
+                   "Temporary failure"):
         if marker in text:
             return marker.lower()
     return text.splitlines()[0][:160] if text else type(exc).__name__

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import Archive, ArchiveFile
+from .client import Archive, ArchiveFile, error_reason
 
 log = logging.getLogger("gmosred")
 
@@ -58,6 +58,10 @@ class _Arrived:
 
 class _Denied(Exception):
     """The archive refused the file (403 / 401 / 404), or the run is stopping: no retry."""
+
+    def __init__(self, message: str, status: str = FAILED):
+        super().__init__(message)
+        self.status = status
 
 
 class _Retry(Exception):
@@ -144,7 +148,7 @@ class Fetcher:
             part.parent.mkdir(parents=True, exist_ok=True)
             moved = self._download(f, part)
         except _Denied as e:
-            return Outcome(f, PROPRIETARY if "proprietary" in str(e) else FAILED, f"{f.filename}: {e}")
+            return Outcome(f, e.status, f"{f.filename}: {e}")
         except (_Retry, OSError) as e:
             return Outcome(f, FAILED, f"{f.filename}: {e}")
         return _Arrived(f, part, target, state == "different", moved)
@@ -205,7 +209,7 @@ class Fetcher:
                 if r.status_code in (401, 403):
                     until = f" until {f.release:%Y-%m-%d}" if f.release else ""
                     raise _Denied(f"proprietary{until} (HTTP {r.status_code}); if the data are yours, set "
-                                  "GEMINI_ARCHIVE_SESSION to your archive session cookie")
+                                  "GEMINI_ARCHIVE_SESSION to your archive session cookie", PROPRIETARY)
                 if r.status_code == 404:
                     raise _Denied("not on the archive (HTTP 404)")
                 if r.status_code == 416:  # our partial file is longer than the archive's: start again
@@ -228,9 +232,9 @@ class Fetcher:
                         self._advance(len(chunk))
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as e:
-            from .client import _reason
-
-            raise _Retry(f"connection lost after {have} bytes ({_reason(e)})") from None
+            raise _Retry(f"connection lost after {have} bytes ({error_reason(e)})") from None
+        except requests.exceptions.RequestException as e:  # a bad address, a redirect loop...
+            raise _Denied(f"cannot be requested from {url} ({error_reason(e)})") from None
 
     # -- installation ------------------------------------------------------------------------
 
