@@ -27,14 +27,14 @@ def _md5(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def served(small_run):
-    """A stand-in archive holding part of the simulated run: M8-1 in r and g, M8-2 in r, all biases,
-    the r and g twilight flats; one bias is proprietary."""
+    """A stand-in archive holding part of the simulated run: M8-1 in r and i, M8-2 in r, all biases,
+    the r and i twilight flats; one bias is proprietary."""
     out, truth = small_run
     raw = out / "raw"
     keep = [e for e in truth.frames
             if e["obstype"] == "BIAS"
-            or (e["object"] == "Twilight" and e["band"] in ("r", "g"))
-            or (e["object"] == "M8-1" and e["band"] in ("r", "g"))
+            or (e["object"] == "Twilight" and e["band"] in ("r", "i"))
+            or (e["object"] == "M8-1" and e["band"] in ("r", "i"))
             or (e["object"] == "M8-2" and e["band"] == "r")]
     biases = sorted(e["file"] + ".fits" for e in truth.frames if e["obstype"] == "BIAS")
     stand_in = StandInArchive([raw / (e["file"] + ".fits") for e in keep], proprietary=[biases[-1]], token=TOKEN)
@@ -90,15 +90,18 @@ def test_selection_with_associated_calibrations(server):
     sel = archive.select(archive.Archive(stand_in.url), PROGRAM, filters=("r",), obj="M8-1", calibrations=True)
     science, flats, biases = _expected(truth)
     names = {f.name for f in sel.files.values()}
-    assert names == science | flats | biases  # no g flats, no M8-2, nothing else
+    assert names == science | flats | biases  # no i frames or flats, no M8-2, nothing else
     assert {f.name for f in sel.files.values() if f.kind == "science"} == science
     assert {f.name for f in sel.files.values() if f.kind == "twilight flat"} == flats
     assert any("standard" in n for n in sel.notes)  # the run has no standards: said so
+    nothing = archive.select(archive.Archive(stand_in.url), PROGRAM, filters=("z",), obj="M8-1")
+    assert not nothing.files and nothing.notes == [
+        f"none of the {len(science) * 2} raw files of {PROGRAM} has filter z and object 'M8-1'"]
     # the program without criteria: every science frame it has on the stand-in, no calibrations
     everything = archive.select(archive.Archive(stand_in.url), PROGRAM)
     assert {f.name for f in everything.files.values()} == {
         e["file"] + ".fits" for e in truth.frames
-        if (e["object"] == "M8-1" and e["band"] in ("r", "g")) or (e["object"] == "M8-2" and e["band"] == "r")}
+        if (e["object"] == "M8-1" and e["band"] in ("r", "i")) or (e["object"] == "M8-2" and e["band"] == "r")}
 
 
 def _record(name, when, **changes) -> ArchiveFile:
@@ -149,6 +152,9 @@ def test_association_rules_nearest_within_window_same_setup():
     assert not associate.needs(_record("a.fits", "2006-10-01 01:00:00", observation_type="OBJECT",
                                        observation_class="acq"), "bias")
     assert not associate.needs(good[0], "bias") and associate.needs(science, "twilight flat")
+    # filters are matched by band: Ha is not HaC, and the archive's old 'r_G0326' style is r
+    assert _record("x.fits", "2006-10-01 01:00:00", filter_name="HaC").bands == ["HaC"]
+    assert _record("x.fits", "2006-10-01 01:00:00", filter_name="r_G0326&open2-8").band == "r"
 
 
 def _run(stand_in, rawdir, *extra) -> int:

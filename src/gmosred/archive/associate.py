@@ -118,13 +118,12 @@ def select(archive: Archive, program: str, *, filters=(), obj: str | None = None
     sel = Selection()
     for f in sorted(wanted, key=lambda f: (f.ut_datetime or datetime.min, f.name)):
         sel.add(f, f.kind)
-    if not found:
-        sel.notes.append(f"the archive lists no raw files for {program}"
-                         + (f" between {dates[0]:%Y%m%d} and {dates[1]:%Y%m%d}" if dates else ""))
-    elif not wanted:
-        sel.notes.append(f"none of the {len(found)} raw files of {program} has "
-                         + " and ".join(x for x in (f"filter {'/'.join(filters)}" if filters else "",
-                                                    f"object {obj!r}" if obj else "") if x))
+    if not wanted:
+        asked = " and ".join(a for a in (f"filter {'/'.join(filters)}" if filters else "",
+                                         f"object {obj!r}" if obj else "",
+                                         f"UT dates {dates[0]:%Y%m%d}-{dates[1]:%Y%m%d}" if dates else "") if a)
+        sel.notes.append(f"none of the {len(found)} raw files of {program} has {asked}" if found else
+                         f"the archive lists no raw files of {program}" + (f" with {asked}" if asked else ""))
     if calibrations:
         for rule in rules():
             associate(archive, list(sel.files.values()), rule, sel)
