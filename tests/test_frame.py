@@ -111,24 +111,44 @@ def test_processed_lookup_by_name_in_any_order(tmp_path):
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     """A write that dies half-way leaves neither a partial output nor a temporary file."""
     out = tmp_path / "mrgS20060910S0001.fits"
-    real_writeto = fits.HDUList.writeto
+    real_write_data = frame._write_data
 
-    def dying_writeto(self, fileobj, *args, **kwargs):
-        fileobj.write(b"SIMPLE  =                    T" + b" " * 2000)
+    def dying_write_data(f, data):
+        f.write(b"\0" * 2000)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fits.HDUList, "writeto", dying_writeto)
+    monkeypatch.setattr(frame, "_write_data", dying_write_data)
     with pytest.raises(KeyboardInterrupt):
         frame.write(_processed(), out)
     assert list(tmp_path.iterdir()) == []
     # an existing good file survives a failed overwrite untouched
-    monkeypatch.setattr(fits.HDUList, "writeto", real_writeto)
+    monkeypatch.setattr(frame, "_write_data", real_write_data)
     frame.write(_processed(), out)
     before = out.read_bytes()
-    monkeypatch.setattr(fits.HDUList, "writeto", dying_writeto)
+    monkeypatch.setattr(frame, "_write_data", dying_write_data)
     with pytest.raises(KeyboardInterrupt):
         frame.write(_processed(), out)
     assert out.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_planes_are_written_as_astropy_writes_them(tmp_path, monkeypatch):
+    """The plane-by-plane writer gives the bytes of astropy's HDUList.writeto (float32 SCI/VAR, uint16
+    DQ with BZERO), also bz2-compressed; a plane that fails to be made leaves no file."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    processed = _processed()
+    processed.planes[0].dq[0, :3] = (0, 1, 65535)
+    frame.to_hdulist(processed).writeto(tmp_path / "astropy.fits")
+    want = (tmp_path / "astropy.fits").read_bytes()
+    assert frame.write(processed, tmp_path / "ours.fits").read_bytes() == want
+    assert bz2.decompress(frame.write(processed, tmp_path / "ours.fits.bz2").read_bytes()) == want
+
+    def failing():
+        yield processed.planes[0]
+        raise GmosFileError(tmp_path / "x.fits", "cannot be read")
+
+    with pytest.raises(GmosFileError):
+        frame.write_planes(processed.phu, failing(), tmp_path / "partial.fits")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astropy.fits", "ours.fits", "ours.fits.bz2"]
 
 
 # ---------------------------------------------------------------- errors

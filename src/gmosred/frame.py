@@ -14,6 +14,7 @@ message names the file and the problem.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import io
 import os
 import tempfile
@@ -21,6 +22,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from astropy.io import fits
@@ -351,23 +353,35 @@ def read(path) -> RawFrame | Frame:
 
 
 # ------------------------------------------------------------------ writing
-def write_atomic(hdul: fits.HDUList, path) -> Path:
-    """Write ``hdul`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """A binary file to write ``path`` through (bz2-compressed for a .bz2 name): a temporary file in the
+    same folder, renamed into place when the block ends without an error, removed otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             if path.name.lower().endswith(".bz2"):
-                buf = io.BytesIO()
-                hdul.writeto(buf)
-                f.write(bz2.compress(buf.getvalue(), 9))
+                with bz2.BZ2File(f, "wb", compresslevel=9) as z:
+                    yield z
             else:
-                hdul.writeto(f)
+                yield f
         os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(hdul: fits.HDUList, path) -> Path:
+    """Write ``hdul`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    with _atomic(path) as f:
+        if isinstance(f, bz2.BZ2File):
+            buf = io.BytesIO()
+            hdul.writeto(buf)
+            f.write(buf.getbuffer())
+        else:
+            hdul.writeto(f)
     return path
 
 
@@ -380,18 +394,24 @@ def timestamp() -> str:
 
 def to_hdulist(frame: Frame) -> fits.HDUList:
     """Gemini layout: PHU, then SCI, VAR, DQ for each EXTVER."""
-    phu = frame.phu.copy()
+    return fits.HDUList([_primary(frame.phu)] + [hdu for p in frame.planes for hdu in _plane_hdus(p)])
+
+
+def _primary(phu: fits.Header) -> fits.PrimaryHDU:
+    phu = phu.copy()
     phu["GEM-TLM"] = (timestamp(), "UT last modification with gmosred")
-    hdus = [fits.PrimaryHDU(header=phu)]
-    for p in frame.planes:
-        hdus.append(fits.ImageHDU(np.asarray(p.sci, dtype=np.float32), _ext_header(p.header), name="SCI", ver=p.extver))
-        if p.var is not None:
-            hdus.append(fits.ImageHDU(np.asarray(p.var, dtype=np.float32), _ext_header(p.header),
-                                      name="VAR", ver=p.extver))
-        if p.dq is not None:
-            hdus.append(fits.ImageHDU(np.asarray(p.dq, dtype=np.uint16), _ext_header(p.header),
-                                      name="DQ", ver=p.extver))
-    return fits.HDUList(hdus)
+    return fits.PrimaryHDU(header=phu)
+
+
+def _plane_hdus(p: Plane) -> list[fits.ImageHDU]:
+    hdus = [fits.ImageHDU(np.asarray(p.sci, dtype=np.float32), _ext_header(p.header), name="SCI", ver=p.extver)]
+    if p.var is not None:
+        hdus.append(fits.ImageHDU(np.asarray(p.var, dtype=np.float32), _ext_header(p.header), name="VAR",
+                                  ver=p.extver))
+    if p.dq is not None:
+        hdus.append(fits.ImageHDU(np.asarray(p.dq, dtype=np.uint16), _ext_header(p.header), name="DQ",
+                                  ver=p.extver))
+    return hdus
 
 
 _STRUCTURAL = {"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME", "EXTVER",
@@ -409,4 +429,37 @@ def _ext_header(header: fits.Header) -> fits.Header:
 
 def write(frame: Frame, path) -> Path:
     """Write a processed frame atomically in Gemini's SCI/VAR/DQ layout."""
-    return write_atomic(to_hdulist(frame), path)
+    return write_planes(frame.phu, frame.planes, path)
+
+
+def write_planes(phu: fits.Header, planes: Iterable[Plane], path) -> Path:
+    """Write a processed frame atomically, plane by plane as ``planes`` yields them (a generator can
+    make each plane after the previous one is written and gone): the bytes of ``to_hdulist``."""
+    path = Path(path)
+    with _atomic(path) as f:
+        primary = _primary(phu)
+        primary.header.set("EXTEND", True, after="NAXIS")  # what HDUList.writeto adds
+        f.write(primary.header.tostring().encode("ascii"))
+        for plane in planes:
+            hdus = _plane_hdus(plane)
+            del plane  # nothing here holds a plane while the next one is made
+            while hdus:
+                hdu = hdus.pop(0)
+                f.write(hdu.header.tostring().encode("ascii"))
+                _write_data(f, hdu.data)
+                del hdu
+    return path
+
+
+_WRITE_ROWS = 256  # rows converted to big-endian at a time
+
+
+def _write_data(f, data: np.ndarray) -> None:
+    """FITS data: big-endian, uint16 stored as int16 with BZERO 32768 (the top bit flipped), zero-padded
+    to whole 2880-byte blocks."""
+    for y in range(0, data.shape[0], _WRITE_ROWS):
+        rows = data[y:y + _WRITE_ROWS]
+        if rows.dtype == np.uint16:
+            rows = np.bitwise_xor(rows, np.uint16(0x8000))
+        f.write(rows.astype(rows.dtype.newbyteorder(">")).tobytes())
+    f.write(bytes(-data.nbytes % 2880))
