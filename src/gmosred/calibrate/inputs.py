@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import GmosredError
@@ -10,6 +11,7 @@ from . import overscan as ovs
 from .ccd import CCDReader
 
 log = logging.getLogger("gmosred")
+OPEN_THREADS = 2
 
 
 def setup_key(reader: CCDReader) -> tuple:
@@ -32,12 +34,19 @@ def open_inputs(paths, overscan: ovs.OverscanParams, *, obstype: str | None = No
     wins; files with another setup are left out with a message naming both setups.
     """
     paths = list(paths)
-    readers = []
-    for path in paths:
+
+    def attempt(path):
         try:
-            r = CCDReader(path, overscan, in_memory=False, tmpdir=tmpdir)
+            return CCDReader(path, overscan, in_memory=False, tmpdir=tmpdir)
         except GmosredError as e:
-            log.warning(f"{e}: left out of the {what}")
+            return e
+
+    with ThreadPoolExecutor(OPEN_THREADS) as pool:  # reading and overscan fitting release the GIL
+        opened = list(pool.map(attempt, paths))
+    readers = []
+    for path, r in zip(paths, opened):
+        if isinstance(r, GmosredError):
+            log.warning(f"{r}: left out of the {what}")
             continue
         reason = None
         if obstype and r.raw.obstype != obstype:
