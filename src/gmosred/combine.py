@@ -1,9 +1,11 @@
 """One combine engine for everything that stacks images (bias, flats, fringe frames, stacks).
 
-Inputs are *band providers*: callables ``provider(y0, y1) -> Band`` that return rows y0:y1 of one
-input plane (SCI, and VAR and DQ when the input has them). The engine works through the plane in
-row bands, so memory is bounded by ``band_mb`` however many inputs there are, and runs bands on
-``threads`` threads (numpy releases the GIL).
+Inputs are *band providers*: callables ``provider(y0, y1, out) -> Band`` that return rows y0:y1
+of one input plane (SCI, and VAR and DQ when the input has them); ``out`` is a float32 buffer of
+the band's shape that the provider may fill and return as its SCI (saving a copy and fresh
+memory). The engine works through the plane in row bands, so memory is bounded by ``band_mb``
+however many inputs there are, and runs bands on ``threads`` threads, each with its own buffers;
+the per-pixel work is a compiled kernel (:mod:`gmosred.combine_core`).
 
 Per pixel: input values are scaled and offset (``value * scale + offset``), pixels with a
 "fail" DQ bit are ignored, outliers are rejected, and the rest are averaged (optionally weighted)
@@ -28,11 +30,11 @@ values; ``median`` is the median of the kept values at every pass; ``mean`` the 
 applied to that pixel. Output VAR is ``scatter`` (variance of the kept values / their number, as
 IRAF's gemcombine; x pi/2 for a median) or ``propagate`` (from the input VAR planes). Output DQ is
 the AND of the inputs' DQ (what is bad in every input stays bad), or their OR over kept values
-(``dq="or"``), with NO_DATA where every value was rejected (SCI is then the plain mean).
+(``dq="or"``), with NO_DATA where no value was kept (SCI is then the mean of the finite values, or 0).
 """
 from __future__ import annotations
 
-import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -66,7 +68,7 @@ class CombineParams:
     nkeep: int = 1
     var: str = "scatter"  # scatter | propagate
     dq: str = "and"  # and | or
-    band_mb: float = 64.0
+    band_mb: float = 16.0
     threads: int = 2
 
     def __post_init__(self):
@@ -89,195 +91,78 @@ class Combined:
     nused: np.ndarray  # values kept per pixel
 
 
-def combine(providers: Sequence[Callable[[int, int], Band]], shape: tuple[int, int], params: CombineParams,
-            scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None,
+def combine(providers: Sequence[Callable[[int, int, np.ndarray], Band]], shape: tuple[int, int],
+            params: CombineParams, scales: Sequence[float] | None = None, offsets: Sequence[float] | None = None,
             weights: Sequence[float] | None = None) -> Combined:
     """Combine one plane of several inputs (see the module docstring)."""
+    from . import combine_core as core
+
     n = len(providers)
     if n == 0:
         raise ValueError("nothing to combine")
     ny, nx = shape
+    p = params
     scales = np.asarray(scales if scales is not None else np.ones(n), np.float32)
     offsets = np.asarray(offsets if offsets is not None else np.zeros(n), np.float32)
-    weights = np.asarray(weights, np.float64) if weights is not None else None
+    opts = np.array([core.METHOD[p.method], core.REJECT[p.reject], core.CENTER[p.center], p.maxiters, p.nlow,
+                     p.nhigh, p.nkeep, core.VAR[p.var], core.DQ[p.dq], 0, 0, weights is not None,
+                     dqbits.FAIL, dqbits.NO_DATA], np.int64)
+    weights = np.ones(n) if weights is None else np.asarray(weights, np.float64)
     out = Combined(np.empty(shape, np.float32), np.empty(shape, np.float32), np.empty(shape, np.uint16),
                    np.empty(shape, np.uint16))
-    # about 8 float32 copies of the (n, rows, nx) stack are alive while a band is worked on
-    rows = max(1, int(params.band_mb * 1e6 / (n * nx * 4 * 8)))
+    # a band holds the inputs' SCI, VAR and DQ and what the providers make on the way
+    rows = max(1, int(p.band_mb * 1e6 / (n * nx * 4 * 3)))
     bands = [(y0, min(y0 + rows, ny)) for y0 in range(0, ny, rows)]
+    local = threading.local()  # each thread's stack buffers, reused band after band
 
-    def work(b):
-        y0, y1 = b
-        _combine_band(providers, y0, y1, params, scales, offsets, weights, out)
+    def stack(name, dtype, size):
+        buf = getattr(local, name, None)
+        if buf is None:
+            buf = np.empty(n * rows * nx, dtype)
+            setattr(local, name, buf)
+        return buf[:size]
 
-    if params.threads > 1 and len(bands) > 1:
-        with ThreadPoolExecutor(params.threads) as pool:
+    def work(band):
+        y0, y1 = band
+        size = n * (y1 - y0) * nx
+        data = stack("sci", np.float32, size).reshape(n, y1 - y0, nx)
+        got = []
+        for k, prov in enumerate(providers):
+            g = prov(y0, y1, data[k])
+            if g.sci is not data[k]:
+                data[k] = g.sci
+            got.append(g)
+        has_var = all(g.var is not None for g in got)
+        has_dq = all(g.dq is not None for g in got)
+        if p.reject == "varclip" and not has_var:
+            raise ValueError("varclip rejection needs input VAR planes")
+        if p.var == "propagate" and not has_var:
+            raise ValueError("VAR propagation needs input VAR planes")
+        var = stack("var", np.float32, size).reshape(data.shape) if has_var else np.empty((0, 0, 0), np.float32)
+        dqs = stack("dq", np.uint16, size).reshape(data.shape) if has_dq else np.empty((0, 0, 0), np.uint16)
+        for k, g in enumerate(got):
+            if has_var:
+                var[k] = g.var
+            if has_dq:
+                dqs[k] = g.dq
+        del got
+        band_opts = opts.copy()
+        band_opts[9:11] = has_var, has_dq
+        core.combine_band(data, var, dqs, scales, offsets, weights, band_opts, float(p.lsigma), float(p.hsigma),
+                          out.sci[y0:y1], out.var[y0:y1], out.dq[y0:y1], out.nused[y0:y1])
+
+    if p.threads > 1 and len(bands) > 1:
+        with ThreadPoolExecutor(p.threads) as pool:
             list(pool.map(work, bands))
     else:
-        for b in bands:
-            work(b)
+        for band in bands:
+            work(band)
     return out
 
 
 def combine_arrays(arrays: Sequence[np.ndarray], params: CombineParams, variances=None, dqs=None, **kw) -> Combined:
     """Convenience: combine in-memory 2-D arrays."""
     def provider(k):
-        return lambda y0, y1: Band(arrays[k][y0:y1], None if variances is None else variances[k][y0:y1],
-                                   None if dqs is None else dqs[k][y0:y1])
+        return lambda y0, y1, out: Band(arrays[k][y0:y1], None if variances is None else variances[k][y0:y1],
+                                        None if dqs is None else dqs[k][y0:y1])
     return combine([provider(k) for k in range(len(arrays))], arrays[0].shape, params, **kw)
-
-
-def _combine_band(providers, y0, y1, p: CombineParams, scales, offsets, weights, out: Combined) -> None:
-    got = [prov(y0, y1) for prov in providers]
-    n = len(got)
-    data = np.stack([g.sci for g in got]).astype(np.float32, copy=False)
-    data *= scales[:, None, None]
-    data += offsets[:, None, None]
-    has_var = all(g.var is not None for g in got)
-    var = np.stack([g.var for g in got]).astype(np.float32) * (scales**2)[:, None, None] if has_var else None
-    has_dq = all(g.dq is not None for g in got)
-    dqs = np.stack([g.dq for g in got]) if has_dq else None
-    keep = (dqs & dqbits.FAIL) == 0 if has_dq else np.ones(data.shape, bool)
-    keep &= np.isfinite(data)
-
-    if n < 2:
-        pass  # one input: nothing to reject against
-    elif p.reject == "minmax":
-        keep = _minmax(data, keep, p)
-    elif p.reject in ("sigclip", "avsigclip", "varclip"):
-        if p.reject == "varclip" and var is None:
-            raise ValueError("varclip rejection needs input VAR planes")
-        keep = _clip(data, var, keep, p)
-
-    nk = keep.sum(axis=0)
-    empty = nk == 0
-    if p.method == "average":
-        kept = np.where(keep, data, np.float32(0))
-        if weights is None:
-            sci = kept.sum(axis=0, dtype=np.float64) / np.maximum(nk, 1)
-        else:
-            w = weights[:, None, None].astype(np.float32)
-            wsum = (keep * w).sum(axis=0, dtype=np.float64)
-            sci = (kept * w).sum(axis=0, dtype=np.float64) / np.where(wsum > 0, wsum, 1.0)
-    else:
-        sci = np.nanmedian(np.where(keep, data, np.nan), axis=0) if not empty.all() else np.zeros(data.shape[1:])
-    if empty.any():
-        sci = np.where(empty, np.nanmean(np.where(np.isfinite(data), data, np.nan), axis=0), sci)
-
-    if p.var == "propagate":
-        if var is None:
-            raise ValueError("VAR propagation needs input VAR planes")
-        if p.method == "average":
-            w = keep if weights is None else keep * weights[:, None, None]
-            wsum = w.sum(axis=0, dtype=np.float64)
-            v = (np.where(keep, var, 0) * w * w).sum(axis=0, dtype=np.float64) / np.where(wsum > 0, wsum, 1.0) ** 2
-        else:
-            v = np.where(keep, var, 0).sum(axis=0) / np.maximum(nk, 1) ** 2 * (math.pi / 2)
-    else:
-        diff = np.where(keep, data - sci.astype(np.float32), 0)
-        s2 = (diff * diff).sum(axis=0, dtype=np.float64) / np.maximum(nk - 1, 1)
-        v = s2 / np.maximum(nk, 1) * (math.pi / 2 if p.method == "median" else 1.0)
-        v = np.where(nk > 1, v, 0.0)
-
-    if has_dq:
-        if p.dq == "and":
-            dq_out = np.bitwise_and.reduce(dqs, axis=0)
-        else:
-            dq_out = np.bitwise_or.reduce(np.where(keep, dqs, 0), axis=0).astype(np.uint16)
-    else:
-        dq_out = np.zeros(data.shape[1:], np.uint16)
-    dq_out = np.where(empty, dq_out | dqbits.NO_DATA, dq_out)
-
-    out.sci[y0:y1] = sci
-    out.var[y0:y1] = v
-    out.dq[y0:y1] = dq_out
-    out.nused[y0:y1] = nk
-
-
-def _minmax(data, keep, p: CombineParams):
-    """Reject the nlow lowest and nhigh highest valid values (fewer where nkeep would not be met)."""
-    n = data.shape[0]
-    filled = np.where(keep, data, np.inf)
-    order = np.argsort(filled, axis=0, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(n)[:, None, None], axis=0)
-    nvalid = keep.sum(axis=0)
-    nlow, nhigh = p.nlow, p.nhigh
-    ok = nvalid - nlow - nhigh >= max(p.nkeep, 1)
-    new = keep & (ranks >= nlow) & (ranks < nvalid - nhigh)
-    return np.where(ok, new, keep)
-
-
-def _clip(data, var, keep, p: CombineParams):
-    """Iterative sigma clipping of kept values (sigclip, avsigclip or varclip).
-
-    After the first pass only the pixels that lost a value are looked at again (their centre and,
-    for sigclip, their sigma change; nothing else does), so later iterations cost little.
-    """
-    n = data.shape[0]
-    d = data.reshape(n, -1)
-    k = keep.reshape(n, -1)
-    v = var.reshape(n, -1) if var is not None else None
-    idx = None  # pixels still being clipped (None: all)
-    fixed_sigma = None
-    for _ in range(max(p.maxiters, 1)):
-        dd = d if idx is None else d[:, idx]
-        kk = k if idx is None else k[:, idx]
-        nk = kk.sum(axis=0)
-        center = _center(dd, kk, nk, p.center, first=idx is None)
-        if p.reject == "varclip":
-            sigma = np.sqrt(np.maximum(v if idx is None else v[:, idx], 0))
-        elif p.reject == "avsigclip":
-            if fixed_sigma is None:
-                fixed_sigma = _row_average_sigma(dd, kk, nk, center, data.shape[1:])
-            sigma = fixed_sigma if idx is None else fixed_sigma[idx]
-        else:
-            mean = _center(dd, kk, nk, "mean")
-            dev0 = np.where(kk, dd - mean, 0)
-            sigma = np.sqrt((dev0 * dev0).sum(axis=0) / np.maximum(nk, 1))  # ddof=0, as astropy's sigma_clip
-        dev = dd - center
-        reject = kk & ((dev < -p.lsigma * sigma) | (dev > p.hsigma * sigma))
-        reject &= (nk - reject.sum(axis=0) >= max(p.nkeep, 1))[None]
-        changed = reject.any(axis=0)
-        if idx is None:
-            k &= ~reject
-            idx = np.flatnonzero(changed)
-        else:
-            k[:, idx] = kk & ~reject
-            idx = idx[changed]
-        if idx.size == 0:
-            break
-    return k.reshape(keep.shape)
-
-
-def _center(data, keep, nk, how, first=False):
-    if how == "trimmed" and first:
-        lo = np.where(keep, data, np.inf).min(axis=0)
-        hi = np.where(keep, data, -np.inf).max(axis=0)
-        total = np.where(keep, data, 0).sum(axis=0, dtype=np.float64)
-        trimmed = (total - lo - hi) / np.maximum(nk - 2, 1)
-        return np.where(nk > 2, trimmed, total / np.maximum(nk, 1)).astype(np.float32)
-    if how == "median":
-        if keep.all():
-            return np.median(data, axis=0)
-        return np.nanmedian(np.where(keep, data, np.nan), axis=0).astype(np.float32)
-    return (np.where(keep, data, 0).sum(axis=0, dtype=np.float64) / np.maximum(nk, 1)).astype(np.float32)
-
-
-def _row_average_sigma(d, keep, nk, center, shape):
-    """IRAF avsigclip: per-pixel variances averaged along each row (pixels whose variance is far
-    above the row's median, i.e. holding an outlier, left out), scaled with the level where the
-    signal dominates the noise. Returns one sigma per pixel (flattened)."""
-    rows, cols = shape
-    dev = np.where(keep, d - center, 0)
-    v = ((dev * dev).sum(axis=0) / np.maximum(nk - 1, 1)).reshape(rows, cols)
-    good = (nk > 1).reshape(rows, cols)
-    med = np.median(np.where(good, v, np.inf), axis=1, keepdims=True)
-    use = good & (v <= 10 * med)
-    count = np.maximum(use.sum(axis=1, keepdims=True), 1)
-    vrow = np.where(use, v, 0).sum(axis=1, keepdims=True) / count
-    c = center.reshape(rows, cols)
-    crow = np.where(use, c, 0).sum(axis=1, keepdims=True) / count
-    signal = (crow > 0) & (crow * crow > 25 * vrow)  # level well above the noise: Poisson-dominated
-    scale = np.where(signal, np.maximum(c, 0) / np.where(crow > 0, crow, 1), 1.0)
-    return np.sqrt(vrow * scale).astype(np.float32).ravel()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import combine as comb
-from ..frame import Frame, Plane, timestamp, write
+from ..frame import Plane, timestamp, write_planes
 from . import overscan as ovs
 from .inputs import close_all, input_names, open_inputs
 
@@ -34,19 +34,22 @@ def make_master_bias(paths, out, params: BiasParams = BiasParams(), tmpdir=None)
     try:
         first = readers[0]
         need_var = params.combine.reject == "varclip" or params.combine.var == "propagate"
-        planes = []
-        for ccd in first.ccds:
-            def provider(r, ccd=ccd):
-                var_row = noise_var(r, ccd) if need_var else None
-                return lambda y0, y1: comb.Band(r.band(ccd, y0, y1),
-                                                np.broadcast_to(var_row, (y1 - y0, var_row.shape[1])) if need_var else None)
-            res = comb.combine([provider(r) for r in readers], first.shape(ccd), params.combine)
-            hdr = first.header(ccd)
-            hdr["BUNIT"] = ("adu", "Physical units")
-            planes.append(Plane(res.sci, hdr, res.var, res.dq, extver=ccd))
+
+        def planes():  # one CCD at a time: each is written and let go before the next is combined
+            for ccd in first.ccds:
+                def provider(r):
+                    var_row = noise_var(r, ccd) if need_var else None
+                    return lambda y0, y1, out: comb.Band(
+                        r.band(ccd, y0, y1, out), np.broadcast_to(var_row, out.shape) if need_var else None)
+                res = comb.combine([provider(r) for r in readers], first.shape(ccd), params.combine)
+                hdr = first.header(ccd)
+                hdr["BUNIT"] = ("adu", "Physical units")
+                yield Plane(res.sci, hdr, res.var, res.dq, extver=ccd)
+                del res
+
         phu = provenance(first.raw.phu.copy(), "GBIAS", readers, params.combine, params.overscan)
         phu["OBJECT"] = "Bias"
-        return write(Frame(phu, planes), out)
+        return write_planes(phu, planes(), out)
     finally:
         close_all(readers)
 

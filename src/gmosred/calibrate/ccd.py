@@ -30,23 +30,22 @@ class AmpInPlane:
     overscan: ovs.Overscan
     source: tuple  # ("fits", file descriptor, offset, shape) or ("npy", path) or ("mem", array)
 
-    def rows(self, y0: int, y1: int) -> np.ndarray:
-        """Raw rows y0:y1 of the data section, overscan subtracted (float32 ADU)."""
+    def rows(self, y0: int, y1: int, out: np.ndarray) -> np.ndarray:
+        """Raw rows y0:y1 of the data section, overscan subtracted, into ``out`` (float32 ADU)."""
         d = self.amp.datasec
         kind = self.source[0]
-        if kind == "mem":
-            block = self.source[1][d.y1 + y0:d.y1 + y1, d.x1:d.x2]
-        elif kind == "fits":  # one positioned read of whole rows: no mapping kept, memory stays bounded
+        if kind == "fits":  # one positioned read of whole rows: no mapping kept, memory stays bounded
             _, fd, offset, shape = self.source
             row_bytes = shape[1] * 2
             buf = os.pread(fd, (y1 - y0) * row_bytes, offset + (d.y1 + y0) * row_bytes)
-            rows = np.frombuffer(buf, dtype=">u2").reshape(y1 - y0, shape[1])
-            block = np.bitwise_xor(rows[:, d.x1:d.x2], np.uint16(0x8000), dtype=np.uint16)
+            stored = np.frombuffer(buf, dtype=">i2").reshape(y1 - y0, shape[1])[:, d.x1:d.x2]
+            np.add(stored, np.float32(32768), out=out, dtype=np.float32)  # BZERO: exact in float32
         else:
-            mm = np.load(self.source[1], mmap_mode="r")
-            block = np.array(mm[d.y1 + y0:d.y1 + y1, d.x1:d.x2])
-            del mm
-        out = block.astype(np.float32)
+            if kind == "mem":
+                block = self.source[1][d.y1 + y0:d.y1 + y1, d.x1:d.x2]
+            else:
+                block = np.load(self.source[1], mmap_mode="r")[d.y1 + y0:d.y1 + y1, d.x1:d.x2]
+            out[...] = block
         out -= self.overscan.levels[y0:y1, None]
         return out
 
@@ -108,12 +107,13 @@ class CCDReader:
         d = amps[0].amp.datasec
         return d.y2 - d.y1, amps[-1].columns.stop
 
-    def band(self, ccd: int, y0: int, y1: int) -> np.ndarray:
-        """Rows y0:y1 of a CCD plane in ADU, overscan subtracted."""
+    def band(self, ccd: int, y0: int, y1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows y0:y1 of a CCD plane in ADU, overscan subtracted (into ``out`` if given)."""
         ny, nx = self.shape(ccd)
-        out = np.empty((y1 - y0, nx), np.float32)
+        if out is None:
+            out = np.empty((y1 - y0, nx), np.float32)
         for a in self.planes[ccd]:
-            out[:, a.columns] = a.rows(y0, y1)
+            a.rows(y0, y1, out[:, a.columns])
         return out
 
     def plane(self, ccd: int) -> np.ndarray:

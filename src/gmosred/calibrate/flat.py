@@ -153,15 +153,17 @@ def make_master_flat(paths, out, bias=None, params: FlatParams = FlatParams(), t
                 nvar = noise_var(r, ccd)
                 gain = r.amp_map(ccd, "gain")
 
-                def band(y0, y1):  # in electrons: the flat keeps the CCDs' (and amplifiers') sensitivities
-                    c = r.band(ccd, y0, y1)
+                def band(y0, y1, out):  # in electrons: the flat keeps the CCDs' (and amplifiers') sensitivities
+                    c = r.band(ccd, y0, y1, out)
                     var = nvar + np.maximum(c, 0) / gain
                     if bplane is not None:
                         c -= bplane.sci[y0:y1]
                         if bplane.var is not None:
-                            var = var + bplane.var[y0:y1]
+                            var += bplane.var[y0:y1]
                     dq = bplane.dq[y0:y1] if bplane is not None and bplane.dq is not None else None
-                    return comb.Band(c * gain, (var * gain * gain).astype(np.float32), dq)
+                    c *= gain
+                    var *= gain * gain
+                    return comb.Band(c, var, dq)
                 return band
             res = comb.combine([provider(r) for r in readers], first.shape(ccd), params.combine,
                                scales=scales, weights=weights)
