@@ -44,6 +44,7 @@ import numpy as np
 from . import dq as dqbits
 
 METHODS = ("average", "median")
+MIN_BAND_ROWS = 32
 REJECTIONS = ("none", "minmax", "sigclip", "avsigclip", "varclip")
 
 
@@ -110,8 +111,9 @@ def combine(providers: Sequence[Callable[[int, int, np.ndarray], Band]], shape: 
     weights = np.ones(n) if weights is None else np.asarray(weights, np.float64)
     out = Combined(np.empty(shape, np.float32), np.empty(shape, np.float32), np.empty(shape, np.uint16),
                    np.empty(shape, np.uint16))
-    # a band holds the inputs' SCI, VAR and DQ and what the providers make on the way
-    rows = max(1, int(p.band_mb * 1e6 / (n * nx * 4 * 3)))
+    # a band holds the inputs' SCI, VAR and DQ and what the providers make on the way; it costs a
+    # provider call per input, so it is not made thinner than MIN_BAND_ROWS rows
+    rows = max(MIN_BAND_ROWS, int(p.band_mb * 1e6 / (n * nx * 4 * 3)))
     bands = [(y0, min(y0 + rows, ny)) for y0 in range(0, ny, rows)]
     local = threading.local()  # each thread's stack buffers, reused band after band
 

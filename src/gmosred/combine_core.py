@@ -48,25 +48,6 @@ def _median(vals, keep, m, buf):
 
 
 @njit(**INLINE)
-def _center(vals, keep, m, how, first, buf):
-    """Clipping centre of the kept values: trimmed mean (first pass), median or mean."""
-    if how == 1:
-        return _median(vals, keep, m, buf)
-    total = 0.0
-    nk = 0
-    lo = np.inf
-    hi = -np.inf
-    for i in range(m):
-        if keep[i]:
-            v = vals[i]
-            total += v
-            nk += 1
-            lo = min(lo, v)
-            hi = max(hi, v)
-    return _first_center(how, first, nk, total, lo, hi)
-
-
-@njit(**INLINE)
 def _first_center(how, first, nk, total, lo, hi):
     if how == 0 and first and nk > 2:
         return np.float64(np.float32((total - lo - hi) / (nk - 2)))
@@ -98,66 +79,73 @@ def _gather(data, var, dq, scales, offsets, r, x, has_var, has_dq, fail, vals, v
 
 
 @njit(**INLINE)
-def _reject(vals, vvar, keep, m, sigma, opts, lsigma, hsigma, buf):
-    """The rejection rules for one pixel's m values (see gmosred.combine)."""
+def _reject(vals, vvar, keep, m, t1, t2, lo, hi, sigma, opts, lsigma, hsigma, buf):
+    """The rejection rules for one pixel's m values, whose sum, sum of squares, lowest and highest are
+    t1, t2, lo, hi; returns the count, sum and sum of squares of the values kept."""
     reject, center, maxiters, nlow, nhigh, nkeep = opts[1], opts[2], opts[3], opts[4], opts[5], opts[6]
+    nk = m
     if reject == 1:  # minmax; ties by input order
-        if m - nlow - nhigh < max(nkeep, 1):
-            return
-        for j in range(m):
-            rank = 0
-            for i in range(m):
-                if vals[i] < vals[j] or (vals[i] == vals[j] and i < j):
-                    rank += 1
-            if rank < nlow or rank >= m - nhigh:
-                keep[j] = False
-        return
+        if m - nlow - nhigh >= max(nkeep, 1):
+            for j in range(m):
+                rank = 0
+                for i in range(m):
+                    if vals[i] < vals[j] or (vals[i] == vals[j] and i < j):
+                        rank += 1
+                if rank < nlow or rank >= m - nhigh:
+                    keep[j] = False
+                    nk -= 1
+                    t1 -= vals[j]
+                    t2 -= np.float64(vals[j]) * vals[j]
+        return nk, t1, t2
     varclip = reject == 4
     for it in range(max(maxiters, 1)):
-        nk = 0
-        for i in range(m):
-            nk += keep[i]
-        c = np.float32(_center(vals, keep, m, center, it == 0, buf))
+        if center == 1:
+            c = np.float32(_median(vals, keep, m, buf))
+        else:
+            c = np.float32(_first_center(center, it == 0, nk, t1, lo, hi))
         s = np.float32(sigma)
         if reject == 2:  # sigclip: standard deviation (ddof 0) about the mean, as astropy's sigma_clip
-            mean = np.float32(_center(vals, keep, m, 2, False, buf))
-            ss = 0.0
-            for i in range(m):
-                if keep[i]:
-                    d = vals[i] - mean
-                    ss += d * d
-            s = np.float32(math.sqrt(ss / max(nk, 1)))
+            mean = t1 / max(nk, 1)
+            s = np.float32(math.sqrt(max(t2 / max(nk, 1) - mean * mean, 0.0)))
         nrej = 0
+        r1 = 0.0
+        r2 = 0.0
         for i in range(m):
             if keep[i] and _outside(vals[i] - c, s, vvar[i], varclip, lsigma, hsigma):
                 nrej += 1
+                r1 += vals[i]
+                r2 += np.float64(vals[i]) * vals[i]
         if nrej == 0 or nk - nrej < max(nkeep, 1):
-            return
+            break
         for i in range(m):
             if keep[i] and _outside(vals[i] - c, s, vvar[i], varclip, lsigma, hsigma):
                 keep[i] = False
+        nk -= nrej
+        t1 -= r1
+        t2 -= r2
+    return nk, t1, t2
 
 
 @njit(**INLINE)
-def _pixel(vals, vvar, vdq, who, keep, m, weights, opts, dq_and, buf):
-    """Value, VAR, DQ and count of one worked pixel from its kept values (value 0 if none kept)."""
+def _pixel(vals, vvar, vdq, who, keep, m, nk, t1, t2, weights, opts, dq_and, buf):
+    """Value, VAR and DQ of one worked pixel from its kept values (nk of them, sum t1, sum of squares t2;
+    value 0 if none)."""
     method, var_mode, dq_mode, weighted = opts[0], opts[7], opts[8], opts[11]
-    nk = 0
-    for i in range(m):
-        nk += keep[i]
     if nk == 0:
         s = 0.0
     elif method == 1:
         s = _median(vals, keep, m, buf)
-    else:
+    elif weighted:
         total = 0.0
         wsum = 0.0
         for i in range(m):
             if keep[i]:
-                w = np.float32(weights[who[i]]) if weighted else np.float32(1)
+                w = np.float32(weights[who[i]])
                 total += vals[i] * w
                 wsum += w
-        s = total / wsum if wsum > 0 else total
+        s = total / wsum
+    else:
+        s = t1 / nk
     s32 = np.float32(s)
     v = 0.0
     if var_mode == 1:
@@ -173,19 +161,15 @@ def _pixel(vals, vvar, vdq, who, keep, m, weights, opts, dq_and, buf):
         else:
             v = total / max(nk, 1) ** 2 * (math.pi / 2)
     elif nk > 1:
-        ss = 0.0
-        for i in range(m):
-            if keep[i]:
-                d = vals[i] - s32
-                ss += d * d
-        v = ss / (nk - 1) / nk * (math.pi / 2 if method == 1 else 1.0)
+        s64 = np.float64(s32)
+        v = max(t2 - 2 * s64 * t1 + nk * s64 * s64, 0.0) / (nk - 1) / nk * (math.pi / 2 if method == 1 else 1.0)
     dqv = dq_and
     if dq_mode == 1:
         dqv = 0
         for i in range(m):
             if keep[i]:
                 dqv |= vdq[i]
-    return s32, v, dqv, nk
+    return s32, v, dqv
 
 
 @njit(**KERNEL)
@@ -425,9 +409,10 @@ def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, 
                     (reject == 1 and n >= 2 and cnt[x] - nlow - nhigh >= max(nkeep, 1))):
                 continue
             m = _gather(data, var, dq, scales, offsets, r, x, has_var, has_dq, fail, vals, vvar, vdq, who, keep)
+            nk, t1, t2 = m, s1[x], s2[x]
             if n >= 2 and reject > 0:
-                _reject(vals, vvar, keep, m, sigma[x], opts, lsigma, hsigma, buf)
-            s, v, d, nk = _pixel(vals, vvar, vdq, who, keep, m, weights, opts, dq_and[x], buf)
+                nk, t1, t2 = _reject(vals, vvar, keep, m, t1, t2, lo[x], hi[x], sigma[x], opts, lsigma, hsigma, buf)
+            s, v, d = _pixel(vals, vvar, vdq, who, keep, m, nk, t1, t2, weights, opts, dq_and[x], buf)
             keep[:m] = False
             if nk == 0:
                 s = np.float32(_finite_mean(data, scales, offsets, r, x))
