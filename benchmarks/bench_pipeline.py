@@ -28,7 +28,7 @@ def main() -> None:
     run = work / "program"
     from astropy.io import fits
 
-    from gmosred import config, pipeline
+    from gmosred import config, obslog, pipeline
     from gmosred.simulate import simulate_run
 
     t0 = time.perf_counter()
@@ -39,6 +39,7 @@ def main() -> None:
 
     out = work / "reduced"
     shutil.rmtree(out, ignore_errors=True)
+    (run / "raw" / obslog.DEFAULT_DB).unlink(missing_ok=True)  # from scratch: the log is built too
     t0 = time.perf_counter()
     cfg = config.Config()
     plan = pipeline.prepare(run / "raw", out, cfg, jobs=args.jobs, show_progress=False)
