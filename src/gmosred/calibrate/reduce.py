@@ -109,50 +109,34 @@ def _band(phu) -> str:
 
 
 def _reduce_ccd(reader: CCDReader, ccd: int, bias_frame, flat_frame, params: ReduceParams) -> Plane:
+    from .reduce_core import reduce_plane
+
     raw = reader.raw
     hdr = reader.header(ccd)
+    amps = reader.planes[ccd]
     c = reader.plane(ccd)
-    raw_adu = c + reader.levels(ccd, 0, c.shape[0])
-    gain = reader.amp_map(ccd, "gain")
-    var = noise_var(reader, ccd)  # read noise and overscan level, ADU^2
-    dq = np.zeros(c.shape, np.uint16)
-    if bias_frame is not None:
-        b = bias_frame.plane(ccd)
-        c -= b.sci
-        if b.var is not None:
-            var = var + b.var
-        if b.dq is not None:
-            dq |= b.dq
-    var = var + np.maximum(c, 0) / gain  # Poisson noise of the counts, before flat-fielding
-    # saturation on the raw counts: the ADC limit, and the full well where the table has one
-    sat = raw_adu >= SATURATED_AT
-    for a in reader.planes[ccd]:
-        well = instruments.full_well(str(raw.phu.get("DETECTOR", "")), a.amp.ampname)
-        if well is not None:
-            sat[:, a.columns] |= c[:, a.columns] * a.amp.gain >= well
-    dq |= np.where(sat, dqbits.SATURATED, 0).astype(np.uint16)
+    amp_of_col = np.empty(c.shape[1], np.int64)
+    well = np.empty(c.shape[1], np.float32)  # full well (e-) where the table has one
+    for k, a in enumerate(amps):
+        amp_of_col[a.columns] = k
+        w = instruments.full_well(str(raw.phu.get("DETECTOR", "")), a.amp.ampname)
+        well[a.columns] = np.inf if w is None else w
+    levels = np.array([a.overscan.levels for a in amps], np.float32)
     ccdsec = Section.parse(hdr["CCDSEC"])
+    bpm = unlit = None
     if params.bpm != "none":
         bpm = masks.static_mask(raw.detector.detid, "bpm", ccd, ccdsec, raw.binning, params.bpm)
-        if bpm is not None:
-            dq |= np.where(bpm, dqbits.BAD_PIXEL, 0).astype(np.uint16)
     if params.illum != "none":
         unlit = masks.static_mask(raw.detector.detid, "illum", ccd, ccdsec, raw.binning, params.illum)
-        if unlit is not None:
-            dq |= np.where(unlit, dqbits.UNILLUMINATED, 0).astype(np.uint16)
-    if flat_frame is not None:
-        fp = flat_frame.plane(ccd)
-        f = fp.sci
-        fvar = fp.var if fp.var is not None else 0.0
-        if fp.dq is not None:
-            dq |= fp.dq
-        bad_flat = ~(f > 0)
-        f = np.where(bad_flat, 1.0, f).astype(np.float32)
-        dq |= np.where(bad_flat, dqbits.BAD_PIXEL, 0).astype(np.uint16)
-    else:
-        f, fvar = np.float32(1.0), 0.0
-    sci = c * gain / f
-    var_e = var * gain * gain / (f * f) + sci * sci * fvar / (f * f)
+    b = bias_frame.plane(ccd) if bias_frame is not None else None
+    f = flat_frame.plane(ccd) if flat_frame is not None else None
+    sci = np.empty(c.shape, np.float32)
+    var = np.empty(c.shape, np.float32)
+    dq = np.empty(c.shape, np.uint16)
+    reduce_plane(c, levels, amp_of_col, reader.amp_map(ccd, "gain")[0], noise_var(reader, ccd)[0], well,
+                 np.float32(SATURATED_AT), _plane(b, "sci"), _plane(b, "var"), _plane(b, "dq"),
+                 _plane(f, "sci"), _plane(f, "var"), _plane(f, "dq"), _mask(bpm), _mask(unlit),
+                 np.array([dqbits.SATURATED, dqbits.BAD_PIXEL, dqbits.UNILLUMINATED], np.int64), sci, var, dq)
     hdr["GAIN"] = (1.0, "Gain (data in electrons)")
     hdr["GAINMULT"] = (float(reader.planes[ccd][0].amp.gain), "Gain multiplication (e-/ADU)")
     hdr["GAINORIG"] = (float(reader.planes[ccd][0].amp.header.get("GAIN", 0)), "Raw header GAIN (stale)")
@@ -162,4 +146,17 @@ def _reduce_ccd(reader: CCDReader, ccd: int, bias_frame, flat_frame, params: Red
     if len(reader.planes[ccd]) > 1:
         for k, a in enumerate(reader.planes[ccd], start=1):
             hdr[f"GAINMUL{k}"] = float(a.amp.gain)
-    return Plane(sci.astype(np.float32), hdr, var_e.astype(np.float32), dq, extver=ccd)
+    return Plane(sci, hdr, var, dq, extver=ccd)
+
+
+_TYPES = {"sci": np.float32, "var": np.float32, "dq": np.uint16}
+
+
+def _plane(cal: Plane | None, what: str) -> np.ndarray:
+    """A calibration's SCI, VAR or DQ for the kernel: native, contiguous, or empty if it has none."""
+    a = getattr(cal, what) if cal is not None else None
+    return np.ascontiguousarray(a, _TYPES[what]) if a is not None else np.empty((0, 0), _TYPES[what])
+
+
+def _mask(mask) -> np.ndarray:
+    return np.ascontiguousarray(mask, bool) if mask is not None else np.empty((0, 0), bool)
