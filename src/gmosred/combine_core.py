@@ -67,11 +67,12 @@ def _gather(data, var, dq, scales, offsets, r, x, has_var, has_dq, fail, vals, v
     m = 0
     for k in range(data.shape[0]):
         v = data[k, r, x] * scales[k] + offsets[k]
-        d = dq[k, r, x] if has_dq else 0
-        if math.isfinite(v) and not d & fail:
+        if _usable(v, dq, k, r, x, has_dq, fail):
             vals[m] = v
-            vvar[m] = var[k, r, x] * scales[k] * scales[k] if has_var else 0.0
-            vdq[m] = d
+            if has_var:
+                vvar[m] = var[k, r, x] * scales[k] * scales[k]
+            if has_dq:
+                vdq[m] = dq[k, r, x]
             who[m] = k
             keep[m] = True
             m += 1
@@ -229,8 +230,9 @@ def _moments(data, dq, scales, offsets, r, has_dq, fail, cnt, s1, s2):
         sk, ok = scales[k], offsets[k]
         for x in range(data.shape[2]):
             v = data[k, r, x] * sk + ok
-            vu = np.float64(v) if _usable(v, dq, k, r, x, has_dq, fail) else 0.0
-            cnt[x] += 1.0 if _usable(v, dq, k, r, x, has_dq, fail) else 0.0
+            use = _usable(v, dq, k, r, x, has_dq, fail)
+            vu = np.float64(v) if use else 0.0
+            cnt[x] += 1.0 if use else 0.0
             s1[x] += vu
             s2[x] += vu * vu
 
