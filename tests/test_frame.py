@@ -131,6 +131,25 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     assert out.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
 
 
+def test_stale_temporaries_of_killed_processes_are_removed(tmp_path):
+    """A process killed outright leaves its temporary file; it is removed later, while the temporary files
+    of live processes and of other hosts are kept."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    stale = tmp_path / f".rgS20060910S0001.fits.{host}-{dead}.a1b2c3d4.tmp"
+    live = tmp_path / f".rgS20060910S0002.fits.{host}-{os.getpid()}.e5f6g7h8.tmp"
+    remote = tmp_path / f".rgS20060910S0003.fits.elsewhere.example-{dead}.i9j0k1l2.tmp"
+    for p in (stale, live, remote):
+        p.write_bytes(b"SIMPLE")
+    assert frame.remove_stale_temporaries(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, remote.name])
+
+
 def test_planes_are_written_as_astropy_writes_them(tmp_path, monkeypatch):
     """The plane-by-plane writer gives the bytes of astropy's HDUList.writeto (float32 SCI/VAR, uint16
     DQ with BZERO), also bz2-compressed; a plane that fails to be made leaves no file."""

@@ -17,6 +17,8 @@ import bz2
 import contextlib
 import io
 import os
+import re
+import socket
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -358,7 +360,8 @@ def _atomic(path: Path):
     """A binary file to write ``path`` through (bz2-compressed for a .bz2 name): a temporary file in the
     same folder, renamed into place when the block ends without an error, removed otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{socket.gethostname()}-{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             if path.name.lower().endswith(".bz2"):
@@ -370,6 +373,29 @@ def _atomic(path: Path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove the temporary files that killed gmosred processes of this host left in ``folder`` (a
+    process killed outright cannot clean up); those of live processes and other hosts are kept."""
+    host = socket.gethostname()
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        m = re.fullmatch(rf"\..+\.{re.escape(host)}-(\d+)\.[^.]+\.tmp", p.name)
+        if m and not _alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_atomic(hdul: fits.HDUList, path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__, obslog
 from .config import Config
 from .errors import GmosredError
-from .frame import stem
+from .frame import remove_stale_temporaries, stem
 
 log = logging.getLogger("gmosred")
 STEPS = ("bias", "flat", "reduce", "mosaic")
@@ -223,6 +223,8 @@ def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | Non
     from .batch import run_each
 
     workdir = Path(workdir)
+    if workdir.is_dir() and (stale := remove_stale_temporaries(workdir)):
+        log.info(f"removed {len(stale)} unfinished file(s) left by a killed run")
     manifest_path = workdir / MANIFEST
     manifest = {} if force or not manifest_path.exists() else json.loads(manifest_path.read_text())
     made: dict[str, str] = {}  # product path -> its hash, for the tasks that depend on it
