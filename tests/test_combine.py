@@ -240,3 +240,20 @@ def test_avsigclip_sigma_is_the_rows_average():
     got = combine_arrays(list(values), CombineParams(reject="avsigclip", maxiters=1))
     assert got.nused[1, 7] == n - 1 and got.nused[2, 9] == n
     assert np.mean(got.nused == n) > 0.98
+
+
+@pytest.mark.parametrize("reject", ["avsigclip", "sigclip"])
+@pytest.mark.parametrize("maxiters", [1, 10])
+def test_pixels_settled_from_their_extremes_match_the_full_rules(reject, maxiters):
+    """Most clipped pixels lose only their lowest or highest value and are settled from the sums and
+    extremes; with weights (all 1) every clipped pixel is worked value by value instead: same results."""
+    rng = np.random.default_rng(5)
+    values = rng.normal(0, 3, (40, 30, 200)).astype(np.float32)
+    values[rng.integers(0, 40, 300), rng.integers(0, 30, 300), rng.integers(0, 200, 300)] += 60
+    p = CombineParams(reject=reject, maxiters=maxiters)
+    fast = combine_arrays(list(values), p)
+    full = combine_arrays(list(values), p, weights=np.ones(40))
+    assert 0.05 < np.mean(fast.nused < 40) < 0.9  # plenty of pixels clipped, most of them by one value
+    np.testing.assert_array_equal(fast.nused, full.nused)
+    np.testing.assert_allclose(fast.sci, full.sci, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fast.var, full.var, rtol=1e-5, atol=1e-9)

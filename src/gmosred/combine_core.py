@@ -1,12 +1,14 @@
 """The compiled per-pixel core of the combine engine (see :mod:`gmosred.combine` for the rules).
 
 The band is worked through row by row. A first pass streams through each input's row and sums,
-per pixel, what the result needs (count, sum, sum of squares, lowest and highest value, weighted
-sums, DQ); this is vectorised and costs about a memory read. From the sums come the first-pass
-centre and sigma, and with them the answer for every pixel whose extreme values could not be
-rejected (the result is then just the sums' mean and scatter). Only the pixels that could lose a
-value (or are medianed) are gathered and worked value by value with the full rules. Compiled
-with numba on first use and cached on disk; the kernel releases the GIL, so bands run on threads.
+per pixel, what the result needs (count, sum, sum of squares, the two lowest and two highest
+values, weighted sums, DQ); this is vectorised and costs about a memory read. From the sums come
+the first-pass centre and sigma, and with them the answer for every pixel whose extreme values
+could not be rejected (the result is then just the sums' mean and scatter). A clipped pixel that
+loses only its lowest and/or highest value (most of them) is settled from the sums and extremes
+too. Only the other pixels (or medianed ones) are gathered and worked value by value with the
+full rules. Compiled with numba on first use and cached on disk; the kernel releases the GIL, so
+bands run on threads.
 """
 from __future__ import annotations
 
@@ -238,16 +240,31 @@ def _moments(data, dq, scales, offsets, r, has_dq, fail, cnt, s1, s2):
 
 
 @njit(**KERNEL)
-def _extremes(data, dq, scales, offsets, r, has_dq, fail, lo, hi):
+def _lows(data, dq, scales, offsets, r, has_dq, fail, lo, lo2):
+    """Lowest and second lowest usable value (+inf where there is none)."""
     lo[:] = np.inf
-    hi[:] = -np.inf
+    lo2[:] = np.inf
     for k in range(data.shape[0]):
         sk, ok = scales[k], offsets[k]
         for x in range(data.shape[2]):
             v = data[k, r, x] * sk + ok
-            use = _usable(v, dq, k, r, x, has_dq, fail)
-            lo[x] = v if use and v < lo[x] else lo[x]
-            hi[x] = v if use and v > hi[x] else hi[x]
+            v = v if _usable(v, dq, k, r, x, has_dq, fail) else np.float32(np.inf)
+            lo2[x] = max(lo2[x] if lo2[x] < v else v, lo[x])
+            lo[x] = v if v < lo[x] else lo[x]
+
+
+@njit(**KERNEL)
+def _highs(data, dq, scales, offsets, r, has_dq, fail, hi, hi2):
+    """Highest and second highest usable value (-inf where there is none)."""
+    hi[:] = -np.inf
+    hi2[:] = -np.inf
+    for k in range(data.shape[0]):
+        sk, ok = scales[k], offsets[k]
+        for x in range(data.shape[2]):
+            v = data[k, r, x] * sk + ok
+            v = v if _usable(v, dq, k, r, x, has_dq, fail) else np.float32(-np.inf)
+            hi2[x] = min(hi2[x] if hi2[x] > v else v, hi[x])
+            hi[x] = v if v > hi[x] else hi[x]
 
 
 @njit(**KERNEL)
@@ -343,6 +360,42 @@ def _varclip_candidates(data, var, dq, scales, offsets, r, has_dq, fail, centers
             work[x] |= _usable(v, dq, k, r, x, has_dq, fail) & out
 
 
+@njit(**INLINE)
+def _extremes_only(nk, t1, t2, lo, lo2, hi, hi2, sigma, opts, lsigma, hsigma):
+    """sigclip/avsigclip of a pixel from its sums and two lowest and two highest values, when at most
+    the lowest and the highest are rejected: returns (done, count, sum, sum of squares) as the value by
+    value rules would; done is False when more values might go (the pixel is then worked in full)."""
+    reject, center, maxiters, nkeep = opts[1], opts[2], opts[3], opts[6]
+    c = np.float32(_first_center(center, True, nk, t1, lo, hi))
+    s = np.float32(sigma)
+    if reject == 2:
+        mean = t1 / nk
+        s = np.float32(math.sqrt(max(t2 / nk - mean * mean, 0.0)))
+    low = _outside(lo - c, s, 0.0, False, lsigma, hsigma)
+    high = _outside(hi - c, s, 0.0, False, lsigma, hsigma)
+    if (low and _outside(lo2 - c, s, 0.0, False, lsigma, hsigma)) or \
+            (high and _outside(hi2 - c, s, 0.0, False, lsigma, hsigma)):
+        return False, nk, t1, t2
+    nrej = low + high
+    if nrej == 0 or nk - nrej < max(nkeep, 1):
+        return True, nk, t1, t2
+    r1 = (np.float64(lo) if low else 0.0) + (np.float64(hi) if high else 0.0)
+    r2 = (np.float64(lo) * lo if low else 0.0) + (np.float64(hi) * hi if high else 0.0)
+    nk, t1, t2 = nk - nrej, t1 - r1, t2 - r2
+    if maxiters <= 1:
+        return True, nk, t1, t2
+    # the second pass: nothing more may go, judged on the new extremes
+    c = np.float32(t1 / nk)
+    if reject == 2:
+        mean = t1 / nk
+        s = np.float32(math.sqrt(max(t2 / nk - mean * mean, 0.0)))
+    new_lo = lo2 if low else lo
+    new_hi = hi2 if high else hi
+    done = not (_outside(new_lo - c, s, 0.0, False, lsigma, hsigma) or _outside(new_hi - c, s, 0.0, False, lsigma,
+                                                                                  hsigma))
+    return done, nk, t1, t2
+
+
 @njit(**KERNEL)
 def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, sci, vout, dqout, nused):
     """Combine a band: ``data`` (n, rows, nx) float32, ``var`` the same or empty, ``dq`` (n, rows, nx)
@@ -353,13 +406,18 @@ def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, 
     var_mode, dq_mode, has_var, has_dq, weighted = opts[7], opts[8], opts[9], opts[10], opts[11]
     fail, no_data = opts[12], opts[13]
     clipping = n >= 2 and reject >= 2
+    # worked pixels whose extremes alone can go are settled from the sums (unweighted average, scatter VAR,
+    # DQ the AND of the inputs: nothing that needs to know which inputs the extremes came from)
+    shortcut = clipping and reject in (2, 3) and center != 1 and not weighted and var_mode == 0 and dq_mode == 0
     weighted_mean = weighted and method == 0
     # per-pixel sums of a row
     cnt = np.empty(nx)
     s1 = np.empty(nx)
     s2 = np.empty(nx)
     lo = np.empty(nx, np.float32)
+    lo2 = np.empty(nx, np.float32)
     hi = np.empty(nx, np.float32)
+    hi2 = np.empty(nx, np.float32)
     sw = np.empty(nx)
     swv = np.empty(nx)
     swwvar = np.empty(nx)
@@ -380,7 +438,8 @@ def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, 
         dq_and[:] = 0
         dq_or[:] = 0
         _moments(data, dq, scales, offsets, r, has_dq, fail, cnt, s1, s2)
-        _extremes(data, dq, scales, offsets, r, has_dq, fail, lo, hi)
+        _lows(data, dq, scales, offsets, r, has_dq, fail, lo, lo2)
+        _highs(data, dq, scales, offsets, r, has_dq, fail, hi, hi2)
         if has_dq:
             _dq_sums(data, dq, scales, offsets, r, fail, dq_and, dq_or)
         if weighted_mean:
@@ -410,6 +469,17 @@ def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, 
             if not (work[x] or cnt[x] == 0 or method == 1 or
                     (reject == 1 and n >= 2 and cnt[x] - nlow - nhigh >= max(nkeep, 1))):
                 continue
+            if shortcut and cnt[x] >= 4 and method == 0:  # most worked pixels lose just an extreme value
+                done, nk, t1, t2 = _extremes_only(int(cnt[x]), s1[x], s2[x], lo[x], lo2[x], hi[x], hi2[x], sigma[x],
+                                                  opts, lsigma, hsigma)
+                if done:
+                    s = np.float32(t1 / nk)
+                    s64 = np.float64(s)
+                    sci[r, x] = s
+                    vout[r, x] = max(t2 - 2 * s64 * t1 + nk * s64 * s64, 0.0) / (nk - 1) / nk
+                    dqout[r, x] = dq_and[x]
+                    nused[r, x] = nk
+                    continue
             m = _gather(data, var, dq, scales, offsets, r, x, has_var, has_dq, fail, vals, vvar, vdq, who, keep)
             nk, t1, t2 = m, s1[x], s2[x]
             if n >= 2 and reject > 0:
