@@ -487,5 +487,5 @@ def _write_data(f, data: np.ndarray) -> None:
         rows = data[y:y + _WRITE_ROWS]
         if rows.dtype == np.uint16:
             rows = np.bitwise_xor(rows, np.uint16(0x8000))
-        f.write(rows.astype(rows.dtype.newbyteorder(">")).tobytes())
+        f.write(np.ascontiguousarray(rows, rows.dtype.newbyteorder(">")).data)
     f.write(bytes(-data.nbytes % 2880))
