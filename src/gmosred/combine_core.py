@@ -57,6 +57,22 @@ def _first_center(how, first, nk, total, lo, hi):
 
 
 @njit(**INLINE)
+def _sums_sigma(nk, t1, t2):
+    """Standard deviation (ddof 0, as astropy's sigma_clip) of nk values from their sum and sum of squares."""
+    mean = t1 / max(nk, 1)
+    return np.float32(math.sqrt(max(t2 / max(nk, 1) - mean * mean, 0.0)))
+
+
+@njit(**INLINE)
+def _scatter(nk, t1, t2, s):
+    """Variance of the mean s of nk values from their scatter about it (sum t1, sum of squares t2)."""
+    if nk < 2:
+        return 0.0
+    s64 = np.float64(s)
+    return max(t2 - 2 * s64 * t1 + nk * s64 * s64, 0.0) / (nk - 1) / nk
+
+
+@njit(**INLINE)
 def _outside(d, s, var_i, varclip, lsigma, hsigma):
     if varclip:
         s = np.float32(math.sqrt(max(var_i, 0.0)))
@@ -107,9 +123,8 @@ def _reject(vals, vvar, keep, m, t1, t2, lo, hi, sigma, opts, lsigma, hsigma, bu
         else:
             c = np.float32(_first_center(center, it == 0, nk, t1, lo, hi))
         s = np.float32(sigma)
-        if reject == 2:  # sigclip: standard deviation (ddof 0) about the mean, as astropy's sigma_clip
-            mean = t1 / max(nk, 1)
-            s = np.float32(math.sqrt(max(t2 / max(nk, 1) - mean * mean, 0.0)))
+        if reject == 2:  # sigclip: sigma of the kept values
+            s = _sums_sigma(nk, t1, t2)
         nrej = 0
         r1 = 0.0
         r2 = 0.0
@@ -163,9 +178,8 @@ def _pixel(vals, vvar, vdq, who, keep, m, nk, t1, t2, weights, opts, dq_and, buf
             v = total / (wsum * wsum) if wsum > 0 else total
         else:
             v = total / max(nk, 1) ** 2 * (math.pi / 2)
-    elif nk > 1:
-        s64 = np.float64(s32)
-        v = max(t2 - 2 * s64 * t1 + nk * s64 * s64, 0.0) / (nk - 1) / nk * (math.pi / 2 if method == 1 else 1.0)
+    else:
+        v = _scatter(nk, t1, t2, s32) * (math.pi / 2 if method == 1 else 1.0)
     dqv = dq_and
     if dq_mode == 1:
         dqv = 0
@@ -315,12 +329,11 @@ def _from_sums(cnt, s1, s2, sw, swv, swwvar, dq_and, dq_or, weighted_mean, var_m
     for x in range(cnt.shape[0]):
         m = cnt[x]
         s = np.float32(swv[x] / sw[x] if weighted_mean else s1[x] / m)
-        s64 = np.float64(s)
         if var_mode == 1:
             wsum = sw[x] if weighted_mean else m
             v = swwvar[x] / (wsum * wsum)
         else:
-            v = max(s2[x] - 2 * s64 * s1[x] + m * s64 * s64, 0.0) / max(m - 1, 1) / m if m > 1 else 0.0
+            v = _scatter(m, s1[x], s2[x], s)
         sci[x] = s
         vout[x] = v
         dqout[x] = dq_or[x] if dq_mode == 1 else dq_and[x]
@@ -336,9 +349,8 @@ def _first_pass(cnt, s1, s2, lo, hi, center, reject, centers, variances, sigma):
             centers[x] = _first_center(center, True, m, s1[x], lo[x], hi[x])
         c = centers[x]
         variances[x] = max(s2[x] - 2 * c * s1[x] + m * c * c, 0.0) / max(m - 1, 1)
-        if reject == 2:  # standard deviation (ddof 0) about the mean, as astropy's sigma_clip
-            mean = s1[x] / max(m, 1)
-            sigma[x] = np.float32(math.sqrt(max(s2[x] / max(m, 1) - mean * mean, 0.0)))
+        if reject == 2:
+            sigma[x] = _sums_sigma(m, s1[x], s2[x])
 
 
 @njit(**KERNEL)
@@ -369,8 +381,7 @@ def _extremes_only(nk, t1, t2, lo, lo2, hi, hi2, sigma, opts, lsigma, hsigma):
     c = np.float32(_first_center(center, True, nk, t1, lo, hi))
     s = np.float32(sigma)
     if reject == 2:
-        mean = t1 / nk
-        s = np.float32(math.sqrt(max(t2 / nk - mean * mean, 0.0)))
+        s = _sums_sigma(nk, t1, t2)
     low = _outside(lo - c, s, 0.0, False, lsigma, hsigma)
     high = _outside(hi - c, s, 0.0, False, lsigma, hsigma)
     if (low and _outside(lo2 - c, s, 0.0, False, lsigma, hsigma)) or \
@@ -387,8 +398,7 @@ def _extremes_only(nk, t1, t2, lo, lo2, hi, hi2, sigma, opts, lsigma, hsigma):
     # the second pass: nothing more may go, judged on the new extremes
     c = np.float32(t1 / nk)
     if reject == 2:
-        mean = t1 / nk
-        s = np.float32(math.sqrt(max(t2 / nk - mean * mean, 0.0)))
+        s = _sums_sigma(nk, t1, t2)
     new_lo = lo2 if low else lo
     new_hi = hi2 if high else hi
     done = not (_outside(new_lo - c, s, 0.0, False, lsigma, hsigma) or _outside(new_hi - c, s, 0.0, False, lsigma,
@@ -408,7 +418,8 @@ def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, 
     clipping = n >= 2 and reject >= 2
     # worked pixels whose extremes alone can go are settled from the sums (unweighted average, scatter VAR,
     # DQ the AND of the inputs: nothing that needs to know which inputs the extremes came from)
-    shortcut = clipping and reject in (2, 3) and center != 1 and not weighted and var_mode == 0 and dq_mode == 0
+    shortcut = (clipping and reject in (2, 3) and center != 1 and method == 0 and not weighted and var_mode == 0
+                and dq_mode == 0)
     weighted_mean = weighted and method == 0
     # per-pixel sums of a row
     cnt = np.empty(nx)
@@ -434,9 +445,9 @@ def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, 
     who = np.empty(n, np.int64)
     keep = np.zeros(n, np.bool_)
     buf = np.empty(n, np.float32)
+    dq_and[:] = 0  # stay 0 without input DQ
+    dq_or[:] = 0
     for r in range(rows):
-        dq_and[:] = 0
-        dq_or[:] = 0
         _moments(data, dq, scales, offsets, r, has_dq, fail, cnt, s1, s2)
         _lows(data, dq, scales, offsets, r, has_dq, fail, lo, lo2)
         _highs(data, dq, scales, offsets, r, has_dq, fail, hi, hi2)
@@ -469,14 +480,13 @@ def combine_band(data, var, dq, scales, offsets, weights, opts, lsigma, hsigma, 
             if not (work[x] or cnt[x] == 0 or method == 1 or
                     (reject == 1 and n >= 2 and cnt[x] - nlow - nhigh >= max(nkeep, 1))):
                 continue
-            if shortcut and cnt[x] >= 4 and method == 0:  # most worked pixels lose just an extreme value
+            if shortcut and cnt[x] >= 4:  # most worked pixels lose just an extreme value
                 done, nk, t1, t2 = _extremes_only(int(cnt[x]), s1[x], s2[x], lo[x], lo2[x], hi[x], hi2[x], sigma[x],
                                                   opts, lsigma, hsigma)
                 if done:
                     s = np.float32(t1 / nk)
-                    s64 = np.float64(s)
                     sci[r, x] = s
-                    vout[r, x] = max(t2 - 2 * s64 * t1 + nk * s64 * s64, 0.0) / (nk - 1) / nk
+                    vout[r, x] = _scatter(nk, t1, t2, s)
                     dqout[r, x] = dq_and[x]
                     nused[r, x] = nk
                     continue
