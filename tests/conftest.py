@@ -1,4 +1,4 @@
-"""Shared fixtures: the project's shared/ folder, a real-header raw file, a small simulated run."""
+"""Shared fixtures: the packaged real headers, a real-header raw file, a small simulated run."""
 from __future__ import annotations
 
 import os
@@ -12,24 +12,19 @@ os.environ.setdefault("GMOSRED_NO_PROGRESS", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path:
-    """``../shared`` beside the repository (or $GMOSRED_SHARED)."""
-    path = Path(os.environ.get("GMOSRED_SHARED", REPO.parent / "shared"))
-    if not (path / "data" / "real").is_dir():
-        raise RuntimeError(f"the project's shared folder is missing: {path} (set GMOSRED_SHARED)")
-    return path
+REAL = Path(__file__).parent / "data" / "real"  # real Gemini headers, packaged with the tests
 
 
 @pytest.fixture(scope="session")
-def shared() -> Path:
-    return shared_dir()
+def real() -> Path:
+    return REAL
 
 
-def real_headers(shared_path: Path):
+def real_headers():
     """Primary and extension headers of the real raw file S20120922S0406, as archived (no EXTNAME)."""
     from astropy.io import fits
 
-    text = (shared_path / "data" / "real" / "S20120922S0406_raw_header.txt").read_text().splitlines()
+    text = (REAL / "S20120922S0406_raw_header.txt").read_text().splitlines()
     blocks, current = [], None
     for line in text:
         if line.startswith("--- HDU"):
@@ -41,11 +36,11 @@ def real_headers(shared_path: Path):
 
 
 @pytest.fixture(scope="session")
-def real_raw(shared, tmp_path_factory):
+def real_raw(tmp_path_factory):
     """A raw file with the real S20120922S0406 headers and known uint16 pixels (full range)."""
     from astropy.io import fits
 
-    headers = real_headers(shared)
+    headers = real_headers()
     rng = np.random.default_rng(3)
     pixels = []
     hdus = [fits.PrimaryHDU(header=headers[0])]

@@ -123,12 +123,12 @@ def test_geometry_rois(roi, width):
     np.testing.assert_array_equal(out.sci[:, x0:x0 + f.plane(2).sci.shape[1]], f.plane(2).sci)
 
 
-def test_real_iraf_frame(real_raw, tmp_path, shared):
+def test_real_iraf_frame(real_raw, tmp_path, real):
     """Shape and CRPIX as Gemini IRAF's gmosaic made them for the real S20120922S0406."""
     path, _ = real_raw
     rg = reduce_frame(path, tmp_path, params=ReduceParams())
     m = frame.read_processed(mosaic_file(rg, tmp_path)).planes[0]
-    text = (shared / "data" / "real" / "mrgS20120922S0406_gmosaic_header.txt").read_text()
+    text = (real / "mrgS20120922S0406_gmosaic_header.txt").read_text()
     iraf = {}
     for line in text.split("--- HDU 1 ---")[1].splitlines():
         if "=" in line[:10]:

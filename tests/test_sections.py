@@ -4,10 +4,10 @@ import pytest
 from gmosred.sections import Section, parse_binning
 
 
-def test_real_header_sections(shared):
+def test_real_header_sections():
     from conftest import real_headers
 
-    ext1, ext3 = real_headers(shared)[1], real_headers(shared)[3]
+    ext1, ext3 = real_headers()[1], real_headers()[3]
     data = Section.parse(ext1["DATASEC"])
     assert data == Section(0, 1024, 0, 2304)
     assert Section.parse(ext1["BIASSEC"]) == Section(1024, 1056, 0, 2304)

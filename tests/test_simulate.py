@@ -37,12 +37,12 @@ def test_run_content(small_run):
             assert "2006-09-10" <= r["start"][:10] <= "2006-10-10"
 
 
-def test_headers_have_every_real_keyword(small_run, shared):
+def test_headers_have_every_real_keyword(small_run):
     """Every keyword of the real raw header is present, values consistent, raw conventions kept."""
     from conftest import real_headers
 
     out, truth = small_run
-    real = real_headers(shared)
+    real = real_headers()
     for rec in (truth.frames[0], truth.frames[20], truth.frames[-1]):
         with fits.open(out / "raw" / f"{rec['file']}.fits", do_not_scale_image_data=True) as hdul:
             assert len(hdul) == 4
