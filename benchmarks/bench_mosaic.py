@@ -36,11 +36,12 @@ def main() -> None:
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     work = Path(args.workdir or tmp.name)
-    from gmosred import frame, instruments
+    from gmosred.frame import model as frame
+    from gmosred import instruments
     from gmosred.calibrate.reduce import reduce_frame
     from gmosred.mosaic import layout, mosaic_frame
-    from gmosred.resample import resample
-    from gmosred.sections import Section
+    from gmosred.engines.resample import resample
+    from gmosred.frame.sections import Section
 
     run, truth = full_run(work)
     rec = next(r for r in truth.frames if r["kind"] == "science" and r["band"] == "r")

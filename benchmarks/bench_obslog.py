@@ -18,7 +18,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from bench_read import make_frame
-from gmosred import obslog
+from gmosred.obslog import index as obslog
 
 
 def astropy_data_loop(folder: Path) -> None:

@@ -28,7 +28,8 @@ def main() -> None:
     run = work / "program"
     from astropy.io import fits
 
-    from gmosred import config, obslog, pipeline
+    from gmosred.pipeline import config, plan as pipeline
+    from gmosred.obslog import index as obslog
     from gmosred.simulate import simulate_run
 
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from gmosred import frame
+from gmosred.frame import model as frame
 from gmosred.simulate import model, raw
 
 

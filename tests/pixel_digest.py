@@ -40,7 +40,8 @@ def digests(workdir) -> dict[str, str]:
 if __name__ == "__main__":
     import tempfile
 
-    from gmosred import config, pipeline
+    from gmosred import pipeline
+    from gmosred.pipeline import config
     from gmosred.simulate import load_truth, simulate_run
 
     with tempfile.TemporaryDirectory() as tmp:

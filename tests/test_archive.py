@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gmosred import archive, obslog
+from gmosred import archive
+from gmosred.obslog import index as obslog
 from gmosred.archive import associate
 from gmosred.archive.client import ArchiveFile
 from gmosred.cli import main

@@ -6,16 +6,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from gmosred import dq as dqbits
-from gmosred import frame
+from gmosred.params import ParameterError
+from gmosred.frame import dq as dqbits
+from gmosred.frame import model as frame
 from gmosred.calibrate import overscan as ovs
-from gmosred.calibrate.bias import BiasParams, make_master_bias
+from gmosred.calibrate.bias import make_master_bias
 from gmosred.calibrate.flat import FlatParams, make_master_flat
 from gmosred.calibrate.masks import rebin_mask, static_mask
-from gmosred.calibrate.reduce import ReduceParams, reduce_frame, reduce_many
+from gmosred.calibrate.reduce import reduce_frame
+from gmosred.pipeline.runners import run_each
 from gmosred.cli import main
 from gmosred.errors import GmosredError
-from gmosred.sections import Section
+from gmosred.frame.sections import Section
 
 DETID = "EEV2037-06-03EEV8194-19-04EEV8261-07-04"
 
@@ -75,7 +77,7 @@ def test_hamamatsu_defaults():
     p = ovs.resolve(ovs.OverscanParams(), "Hamamatsu")
     assert (p.mode, p.order, p.skip_rows) == ("chebyshev", 6, 48)
     assert ovs.resolve(ovs.OverscanParams(), "EEV").mode == "row"
-    with pytest.raises(ValueError, match="overscan mode 'poly'"):
+    with pytest.raises(ParameterError, match="OverscanParams: mode = 'poly': choose from row, constant"):
         ovs.OverscanParams("poly")
 
 
@@ -119,7 +121,7 @@ def test_master_flat_matches_truth(small_run, cals, band):
     out, truth = small_run
     work, bias, flats = cals
     mf = frame.read_processed(flats[band])
-    assert mf.phu["NCOMBINE"] == 3 and mf.phu["FLATNORM"] == "ccd2"
+    assert mf.phu["NCOMBINE"] == 3 and mf.phu["FLATMODE"] == "ccd2"
     for p in mf.planes:
         c = p.extver
         true = truth.detector.flat[band][c - 1]
@@ -273,17 +275,17 @@ def test_calibration_mismatches(small_run, cals, tmp_path):
     out, truth = small_run
     work, bias, flats = cals
     sci = [r for r in truth.frames if r["kind"] == "science" and r["band"] == "r"][0]
-    with pytest.raises(GmosredError, match=r"flat .*MCflat_i.fits is for filter i, .* was taken in r"):
+    with pytest.raises(GmosredError, match=r"flat .*MCflat_i.fits does not fit .*: filter: i in .*, r in "):
         reduce_frame(_raw(out, sci), tmp_path, bias=bias, flat=flats["i"])
     other = [str(layouts.write_raw(tmp_path / f"b{k}.fits", DETID, binning=(2, 2))) for k in range(2)]
     for p in other:
         with fits.open(p, mode="update") as h:
             h[0].header["OBSTYPE"] = "BIAS"
     bias22 = make_master_bias(other, tmp_path / "MCbias22.fits")
-    with pytest.raises(GmosredError, match=r"bias .*MCbias22.fits does not match .*: binning 2 2 vs 4 4"):
+    with pytest.raises(GmosredError, match=r"bias .*MCbias22.fits does not fit .*: CCD binning: 2x2 in .*, 4x4 in "):
         reduce_frame(_raw(out, sci), tmp_path, bias=bias22)
     nobias = make_master_bias([_raw(out, r) for r in truth.frames if r["kind"] == "bias"], tmp_path / "MCbias_raw.fits",
-                              params=BiasParams(overscan=ovs.OverscanParams("none")))
+                              overscan=ovs.OverscanParams("none"))
     with pytest.raises(GmosredError, match="overscan not subtracted in the bias but subtracted in the frame"):
         reduce_frame(_raw(out, sci), tmp_path, bias=nobias)
     assert not list(tmp_path.glob("rg*.fits"))
@@ -308,14 +310,15 @@ def test_one_bad_bias_of_many(small_run, tmp_path, caplog):
     assert not (tmp_path / "none.fits").exists()
 
 
-def test_reduce_many_goes_on(small_run, cals, tmp_path):
+def test_many_frames_go_on(small_run, cals, tmp_path):
     out, truth = small_run
     work, bias, flats = cals
     recs = [r for r in truth.frames if r["kind"] == "science" and r["band"] == "i"][:2]
     broken = tmp_path / "S20060910S0999.fits"
     broken.write_text("junk")
-    done, failed = reduce_many([_raw(out, recs[0]), str(broken), _raw(out, recs[1])], tmp_path, bias, flats["i"],
-                               ReduceParams(), jobs=2, show_progress=False)
+    done, failed = run_each(reduce_frame, [(p, tmp_path, bias, flats["i"]) for p in
+                                           (_raw(out, recs[0]), str(broken), _raw(out, recs[1]))],
+                            desc="reduce", failed="not reduced", jobs=2, show_progress=False)
     assert len(done) == 2 and list(failed) == [str(broken)] and "not a FITS file" in failed[str(broken)]
 
 

@@ -5,8 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from gmosred import dq as dqbits
-from gmosred.combine import Band, CombineParams, combine, combine_arrays
+from gmosred.params import ParameterError
+from gmosred.frame import dq as dqbits
+from gmosred.engines.combine import Band, CombineParams, combine, combine_arrays
 
 
 def _stack(n=9, shape=(120, 90), seed=1, hits=True):
@@ -139,7 +140,7 @@ def test_memory_is_bounded_by_bands():
 
 
 def test_bad_parameters():
-    with pytest.raises(ValueError, match="rejection 'clip'"):
+    with pytest.raises(ParameterError, match="CombineParams: reject = 'clip': choose from none, minmax"):
         CombineParams(reject="clip")
     with pytest.raises(ValueError, match="varclip rejection needs input VAR"):
         combine_arrays(_stack(n=3), CombineParams(reject="varclip"))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from gmosred import frame
+from gmosred.frame import model as frame
 from gmosred.errors import GmosFileError
-from gmosred.frame import Frame, Plane
+from gmosred.frame.model import Frame, Plane
 
 
 def test_read_real_raw(real_raw):
@@ -57,7 +57,7 @@ def test_compressed_formats(real_raw, tmp_path):
             assert amp.data.dtype == np.uint16
             np.testing.assert_array_equal(amp.data, expected)
             assert str(amp.datasec) == amp.header["DATASEC"].strip()
-    from gmosred.headers import scan_headers
+    from gmosred.frame.headers import scan_headers
 
     for p in (path, bz, fz):
         scan = scan_headers(p)

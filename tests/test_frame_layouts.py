@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from gmosred import frame, instruments
+from gmosred.frame import model as frame
+from gmosred import instruments
 from gmosred.simulate import layouts
 
 DETIDS = [d.detid for d in instruments.detector_sets()]

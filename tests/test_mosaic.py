@@ -5,17 +5,19 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from gmosred import dq as dqbits
-from gmosred import frame, instruments
+from gmosred.frame import dq as dqbits
+from gmosred.frame import model as frame
+from gmosred import instruments
 from gmosred.calibrate.bias import make_master_bias
 from gmosred.calibrate.flat import make_master_flat
 from gmosred.calibrate.reduce import ReduceParams, reduce_frame
 from gmosred.cli import main
 from gmosred.errors import GmosredError
-from gmosred.frame import Frame, Plane
-from gmosred.mosaic import layout, mosaic_file, mosaic_frame, mosaic_many
-from gmosred.resample import resample
-from gmosred.sections import Section
+from gmosred.frame.model import Frame, Plane
+from gmosred.mosaic import layout, mosaic_file, mosaic_frame
+from gmosred.pipeline.runners import run_each
+from gmosred.engines.resample import resample
+from gmosred.frame.sections import Section
 
 M8 = "EEV2037-06-03EEV8194-19-04EEV8261-07-04"
 
@@ -152,7 +154,7 @@ def mosaics(small_run, tmp_path_factory):
     res = []
     for rec in recs:
         rg = reduce_frame(raw(rec), work, bias=bias, flat=flat)
-        res.append((rec, rg, mosaic_file(rg, work, "linear")))
+        res.append((rec, rg, mosaic_file(rg, work)))
     return truth, res
 
 
@@ -288,7 +290,8 @@ def test_bad_inputs(small_run, mosaics, tmp_path, caplog):
     with pytest.raises(GmosredError, match="unknown GMOS DETID 'EEV0000'"):
         mosaic_file(tmp_path / "rgunknown.fits", tmp_path)
     with caplog.at_level(logging.WARNING, logger="gmosred"):
-        done, failed = mosaic_many([raw, rg, tmp_path / "rgno3.fits"], tmp_path, show_progress=False)
+        done, failed = run_each(mosaic_file, [(p, tmp_path) for p in (raw, rg, tmp_path / "rgno3.fits")],
+                                desc="mosaic", failed="not mosaicked", show_progress=False)
     assert len(done) == 1 and len(failed) == 2
     assert caplog.text.count("not mosaicked") == 2
     assert main(["mosaic", str(rg), "--outdir", str(tmp_path / "cli"), "--tile"]) == 0

@@ -4,10 +4,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from gmosred import config, pipeline
+from gmosred import pipeline
+from gmosred.pipeline import config, runners
 from gmosred.cli import main
 from gmosred.errors import GmosredError
 
@@ -102,7 +104,7 @@ def test_dask_same_outputs(rawdir, reference, tmp_path):
         _run(rawdir, tmp_path, dask=cluster.scheduler_address)
     assert _products(tmp_path) == _products(reference[0])
     with pytest.raises(GmosredError, match="cannot reach the dask scheduler"):
-        pipeline._dask_client("tcp://127.0.0.1:9")
+        runners.Dask("tcp://127.0.0.1:9")
 
 
 def test_group_without_flats(rawdir, tmp_path, capsys):
@@ -136,5 +138,160 @@ def test_dry_run_and_config(rawdir, tmp_path, capsys):
     cfg_file.write_text(text.replace('interpolant = "linear"', 'interpolant = "cubic"'))
     assert config.load(cfg_file).mosaic.interpolant == "cubic"
     cfg_file.write_text("[mosaic]\nkernel = 'cubic'\n")
-    with pytest.raises(GmosredError, match=r"configuration \[mosaic\]: unknown key\(s\) kernel"):
+    with pytest.raises(GmosredError, match=r"c.toml \[mosaic\]: unknown key\(s\) kernel"):
         config.load(cfg_file)
+
+
+def test_pixels_are_todays(reference):
+    """The restructured pipeline writes the pixels the code before it wrote (a stored digest)."""
+    import json
+
+    from pixel_digest import DIGESTS, digests
+
+    assert digests(reference[0]) == json.loads(DIGESTS.read_text())
+
+
+def test_provenance_in_every_product(reference, tmp_path):
+    from astropy.io import fits
+
+    from gmosred.frame import provenance as prov
+    from gmosred.frame.model import read_processed
+    from gmosred.frame.provenance import md5
+    from gmosred.mosaic import mosaic_file
+
+    work = reference[0]
+    mrg = sorted(work.glob("mrgS*.fits"))[0]
+    f = read_processed(mrg)
+    rg = work / mrg.name[1:]
+    raw = [n for n, _, step in prov.sources(f) if step == "reduce" and n.startswith("S")]
+    assert len(raw) == 1 and f.phu["GIREDUCE"] and f.phu["GMOSAIC"] and f.phu["GMOSRED"]
+    files = {n: m for n, m, _ in prov.sources(f)}
+    assert files["MCbias.fits"] == md5(work / "MCbias.fits") == f.phu["BIASMD5"]
+    assert files[rg.name] == md5(rg) and f.phu["FLATIM"].startswith("MCflat_")
+    steps = [h["primitive"] for h in prov.history(f)]
+    assert steps == ["reduce", "mosaic"]
+    args = prov.history(f)[1]["args"]
+    assert args["mosaic"] == {"interpolant": "linear", "tile": False, "prefix": "m"} and args["gmosred"]
+    with fits.open(mrg) as h:
+        assert h["VAR"].header["BUNIT"] == "electron**2" and "BUNIT" not in h["DQ"].header
+        assert h["DQ"].header["DQBIT6"] == "unilluminated" and h["SCI"].header["BUNIT"] == "electron"
+        assert [x.name for x in h] == ["PRIMARY", "SCI", "VAR", "DQ", "PROVENANCE", "PROVHISTORY"]
+    bias = read_processed(work / "MCbias.fits")
+    assert len(prov.sources(bias)) == bias.phu["NCOMBINE"]
+    with pytest.raises(GmosredError, match="GMOSAIC was already applied"):
+        mosaic_file(mrg, tmp_path)
+    assert mrg.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_products_open_in_astrodata(reference):
+    astrodata = pytest.importorskip("astrodata")
+    work = reference[0]
+    for name, n in (("MCbias.fits", 3), (sorted(work.glob("rgS*.fits"))[0].name, 3),
+                    (sorted(work.glob("mrgS*.fits"))[0].name, 1)):
+        ad = astrodata.open(str(work / name))
+        assert len(ad) == n, name
+        for ext in ad:
+            assert ext.data.ndim == 2 and ext.variance.shape == ext.data.shape and ext.mask.shape == ext.data.shape
+            assert ext.data.dtype.kind == "f" and ext.mask.dtype == "uint16"
+        assert "PROVENANCE" in {t.upper() for t in ad.tables} or hasattr(ad, "PROVENANCE")
+
+
+def test_a_new_step_is_one_row(rawdir, reference, tmp_path, monkeypatch, capsys):
+    """A step added to the table and a recipe goes through the plan, the run, the manifest and --dry-run."""
+    from dataclasses import replace as dc_replace
+
+    from gmosred.frame.model import read_processed
+    from gmosred.params import checked, param
+    from gmosred.pipeline import steps
+
+    @checked
+    class PeakParams:
+        """Brightest pixel of a mosaic (a test step)."""
+
+        clip: float = param(1e9, "values above are left out", low=0)
+
+    def peak(task, p):
+        f = read_processed(task.inputs[0])
+        sci = f.planes[0].sci
+        task.output.write_text(f"{float(sci[sci < p['peak'].clip].max())}\n")
+        return task.output
+
+    monkeypatch.setitem(steps.SECTIONS, "peak", PeakParams())
+    monkeypatch.setitem(steps.STEPS, "peak", steps.Step("peak", "brightest pixel", ("peak",), peak,
+                                                        output=lambda inp, p: f"peak_{Path(inp).stem}.txt"))
+    monkeypatch.setitem(steps.RECIPES, "sciImg", steps.RECIPES["sciImg"] + ("peak",))
+    work = tmp_path / "w"
+    for name in _products(reference[0]):
+        (work / name).parent.mkdir(exist_ok=True)
+        (work / name).write_bytes((reference[0] / name).read_bytes())
+    (work / "manifest.json").write_bytes((reference[0] / "manifest.json").read_bytes())
+    cfg = config.Config()
+    plan = pipeline.make_plan(rawdir / "obsLog.sqlite3", work, cfg)
+    assert len(plan.of("peak")) == 12 and "peak    12 frame(s)" in plan.describe().replace("peak   ", "peak    ")
+    rep = pipeline.run_plan(plan, work, cfg, show_progress=False)
+    assert rep["peak"].done == 12 and rep["mosaic"].done == 0 and rep["reduce"].done == 0
+    assert len(list(work.glob("peak_mrg*.txt"))) == 12
+    again = pipeline.run_plan(plan, work, cfg, show_progress=False)
+    assert again["peak"].skipped == 12 and again["peak"].done == 0
+    cfg2 = config.load(overrides={"peak": {"clip": 5000.0}})
+    assert cfg2.peak == dc_replace(PeakParams(), clip=5000.0)
+    assert pipeline.run_plan(plan, work, cfg2, show_progress=False)["peak"].done == 12
+    assert main(["config"]) == 0 and "[peak]" in capsys.readouterr().out
+
+
+def test_configuration_is_checked_when_loaded(tmp_path):
+    bad = {
+        ("mosaic", "interpolant", "sinc"): r"\[mosaic\] interpolant = 'sinc': choose from nearest, linear, cubic",
+        ("bias", "lsigma", "x"): r"\[bias\] lsigma = 'x': must be a number",
+        ("bias", "lsigma", True): r"\[bias\] lsigma = True: must be a number",
+        ("bias", "threads", 0): r"\[bias\] threads = 0: must be >= 1",
+        ("bias", "nkeep", 1.5): r"\[bias\] nkeep = 1.5: must be a whole number",
+        ("bias", "band_mb", -1): r"\[bias\] band_mb = -1: must be > 0",
+        ("select", "bias_dates", "garbage"): r"\[select\] bias_dates: date selection 'garbage'",
+        ("select", "flat_dates", "2006-13-01:2006-12-31"): r"\[select\] flat_dates: date selection",
+        ("overscan", "mode", "poly"): r"\[overscan\] mode = 'poly': choose from row",
+    }
+    for (section, key, value), message in bad.items():
+        with pytest.raises(GmosredError, match=message):
+            config.load(overrides={section: {key: value}})
+    f = tmp_path / "c.toml"
+    f.write_text('[mosaic]\ninterpolant = "sinc"\n')
+    with pytest.raises(GmosredError, match=r"c.toml \[mosaic\] interpolant = 'sinc'"):
+        config.load(f)
+    assert main(["run", "nowhere", "--workdir", str(tmp_path / "w"), "--config", str(f)]) == 2
+    assert not (tmp_path / "w").exists()  # refused before anything is done
+    assert config.load(overrides=config.parse_set(["mosaic.interpolant=cubic", "bias.lsigma=2.5",
+                                                   "select.objects=M8-%"])).bias.lsigma == 2.5
+    with pytest.raises(GmosredError, match="SECTION.KEY=VALUE"):
+        config.parse_set(["lsigma=2"])
+    assert main(["config", "--set", "mosaic.interpolant=cubic"]) == 0
+
+
+def test_threads_do_not_remake(rawdir, reference, tmp_path):
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(reference[0], work)
+    cfg = config.load(overrides={"bias": {"threads": 1, "band_mb": 4.0}})
+    rep = pipeline.run_plan(pipeline.make_plan(rawdir / "obsLog.sqlite3", work, cfg), work, cfg, show_progress=False)
+    assert all(r.done == 0 for r in rep.values()) and rep["bias"].skipped == 1
+    moved = tmp_path / "moved"
+    work.rename(moved)  # the manifest is relative to the work folder: moving it remakes nothing
+    rep = pipeline.run_plan(pipeline.make_plan(rawdir / "obsLog.sqlite3", moved, cfg), moved, cfg, show_progress=False)
+    assert all(r.done == 0 for r in rep.values())
+
+
+def test_step_commands_derive_from_the_table():
+    from gmosred.cli.main import STEP_COMMANDS
+    from gmosred.pipeline.steps import OPTIONS
+
+    assert tuple(OPTIONS) == STEP_COMMANDS
+    with pytest.raises(SystemExit):
+        main(["bias", "--lsigma", "x", "b.fits"])
+    assert main(["bias", "--lsigma", "-1", "b.fits"]) == 2

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gmosred.sections import Section, parse_binning
+from gmosred.frame.sections import Section, parse_binning
 
 
 def test_real_header_sections():

@@ -7,7 +7,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from gmosred import frame
+from gmosred.frame import model as frame
 from gmosred.simulate import plan, truth as truthmod
 from gmosred.simulate.run import _STATE, _make_frame
 

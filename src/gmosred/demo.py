@@ -19,7 +19,9 @@ BIAS_DATES, FLAT_DATES = "2006-09-01:2006-10-30", "2006-09-10:2006-10-10"
 
 
 def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -> int:
-    from . import archive, frame, obslog, select
+    from . import archive
+    from .frame import model as frame
+    from .obslog import index as obslog, select
     from .simulate import load_truth, simulate_run
     from .simulate.archive import StandInArchive
     from .simulate.plan import FILTERS, PROGRAM
@@ -52,7 +54,8 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2) -
                    f"{len(truth.frames)}", names == _truth_files(truth) and len(names) == len(outcomes)))
 
     # the whole pipeline, as `gmosred run RAWDIR --workdir DIR/reduced` does it
-    from . import config, pipeline
+    from . import pipeline
+    from .pipeline import config
 
     t0 = time.perf_counter()
     cfg = config.load(overrides={"select": {"bias_dates": BIAS_DATES, "flat_dates": FLAT_DATES}})

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from . import dq as dqbits
+from .frame import dq as dqbits
 from . import instruments
 from .errors import GmosredError
-from .frame import Frame, Plane, read, stem, timestamp, write
-from .resample import resample
-from .sections import Section, parse_binning
+from .frame.model import Frame, Plane, read, stem, timestamp, write
+from .engines.resample import KERNELS, resample
+from .frame import provenance as prov
+from .params import checked, param
+from .frame.sections import Section, parse_binning
 
 @dataclass
 class Layout:
@@ -144,7 +146,6 @@ def mosaic_frame(frame: Frame, kernel: str = "linear", tile: bool = False, name:
 
     hdr = _header(planes[2].header, geo, detector, binning)
     phu = frame.phu.copy()
-    phu["GMOSAIC"] = (timestamp(), "UT time stamp for GMOSAIC")
     phu["GMSINTER"] = ("tile" if tile else kernel, "Interpolant used by GMOSAIC")
     phu["NSCIEXT"] = (1, "Number of science extensions")
     phu["PIXSCALE"] = (round(detector.pixel_scale * binning[1], 5), "Pixel scale in Y in arcsec/pixel")
@@ -152,7 +153,7 @@ def mosaic_frame(frame: Frame, kernel: str = "linear", tile: bool = False, name:
     for key in ("CCDSUM", "GAIN", "GAINMULT", "RDNOISE"):
         if key in hdr:
             phu[key] = hdr[key]
-    return Frame(phu, [Plane(sci, hdr, var, dqo, extver=1)])
+    return Frame(phu, [Plane(sci, hdr, var, dqo, extver=1)], tables=dict(frame.tables))
 
 
 def _expected_ccds(phu, binning, detector) -> list[int]:
@@ -181,19 +182,25 @@ def _header(ccd2: fits.Header, geo: Layout, detector, binning) -> fits.Header:
     return hdr
 
 
-def mosaic_file(path, outdir, kernel: str = "linear", tile: bool = False, prefix: str = "m") -> Path:
+@checked
+class MosaicParams:
+    """gmosaic's choices."""
+
+    interpolant: str = param("linear", "resampling of CCD1 and CCD3 (linear: the cookbook's)",
+                             choices=KERNELS)
+    tile: bool = param(False, "paste the CCDs with gaps, without resampling (quick look, like gtile)")
+    prefix: str = param("m", "prefix added to the mosaicked frames' names")
+
+
+def mosaic_file(path, outdir, params: MosaicParams = MosaicParams()) -> Path:
     """Mosaic a reduced file ``rg<name>.fits`` into ``<outdir>/m<rg...>.fits``."""
+    started = timestamp()
     path = Path(path)
     frame = read(path)
     if not isinstance(frame, Frame):
         raise GmosredError(f"{path}: is a raw file: reduce it first (gmosred reduce), then mosaic the rg file")
-    return write(mosaic_frame(frame, kernel, tile, name=str(path)), Path(outdir) / f"{prefix}{stem(path)}.fits")
-
-
-def mosaic_many(paths, outdir, kernel: str = "linear", tile: bool = False, jobs: int = 1,
-                show_progress: bool | None = None) -> tuple[list[Path], dict[str, str]]:
-    """Mosaic several files; a failing one is reported in one line and the others go on."""
-    from .batch import run_each
-
-    return run_each(mosaic_file, [(str(p), str(outdir), kernel, tile) for p in paths], desc="mosaic",
-                    failed="not mosaicked", jobs=jobs, show_progress=show_progress)
+    prov.refuse_twice(frame.phu, "GMOSAIC", path)
+    result = mosaic_frame(frame, params.interpolant, params.tile, name=str(path))
+    prov.record(result.phu, result.tables, "mosaic", "GMOSAIC", inputs=[path], started=started,
+                params={"mosaic": params}, carried=[frame])
+    return write(result, Path(outdir) / f"{params.prefix}{stem(path)}.fits")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ..frame import AmpImage, RawFrame, read_raw
-from ..sections import Section
+from ..frame.model import AmpImage, RawFrame, read_raw
+from ..frame.sections import Section
 from . import overscan as ovs
 
 
@@ -55,8 +55,11 @@ class CCDReader:
 
     def __init__(self, path, overscan: ovs.OverscanParams = ovs.OverscanParams(), *, in_memory: bool = True,
                  tmpdir: Path | None = None):
-        self.raw: RawFrame = read_raw(path)
-        self.path = Path(path)
+        """``path``: a raw file, or a RawFrame already in memory (then ``in_memory`` must be true)."""
+        if isinstance(path, RawFrame):
+            self.raw, self.path = path, path.path
+        else:
+            self.raw, self.path = read_raw(path), Path(path)
         det = self.raw.detector
         self._tmp = None
         self._fd = None

@@ -13,16 +13,18 @@ and flagged DQ 64, so that science frames stay finite there.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import combine as comb
-from .. import dq as dqbits
+from ..engines import combine as comb
+from ..frame import dq as dqbits
 from ..errors import GmosredError
-from ..frame import Frame, Plane, read_processed, write
-from ..sections import Section
+from ..params import checked, param
+from ..frame import provenance as prov
+from ..obslog import match
+from ..frame.model import Frame, Plane, read_processed, timestamp, write
+from ..frame.sections import Section
 from . import masks
 from . import overscan as ovs
 from .bias import noise_var, provenance
@@ -36,19 +38,21 @@ ADC_MAX = 65535
 SATURATED_AT = ADC_MAX - 0.5
 
 
-@dataclass(frozen=True)
+@checked
 class FlatParams:
-    overscan: ovs.OverscanParams = field(default_factory=ovs.OverscanParams)
-    combine: comb.CombineParams = field(default_factory=lambda: comb.CombineParams(
-        method="average", reject="varclip", center="trimmed", var="propagate", lsigma=3.0, hsigma=3.0))
-    normalize: str = "ccd2"  # ccd2 (the cookbook's) | ccd
-    min_level: float = 1000.0  # ADU: below, the flat is underexposed
-    max_saturated: float = 0.005  # fraction of central pixels at the ADC limit above which a flat is saturated
-    weight: bool = True  # weight by level
+    """giflat's choices; the flats' combine settings are their own section (``flat_combine``)."""
 
-    def __post_init__(self):
-        if self.normalize not in ("ccd2", "ccd"):
-            raise ValueError("normalize must be 'ccd2' or 'ccd'")
+    normalize: str = param("ccd2", "one CCD2 level for all CCDs (the cookbook's) or each CCD its own",
+                           choices=("ccd2", "ccd"))
+    min_level: float = param(1000.0, "ADU: a flat whose level is below is underexposed", low=0)
+    max_saturated: float = param(0.005, "fraction of CCD2's central pixels at the ADC limit above which a flat "
+                                        "is saturated", low=0, high=1)
+    weight: bool = param(True, "weight the flats by their level")
+
+
+#: giflat's combine: average with variance clipping about a trimmed centre, VAR from the inputs'.
+FLAT_COMBINE = comb.CombineParams(method="average", reject="varclip", center="trimmed", var="propagate",
+                                  lsigma=3.0, hsigma=3.0)
 
 
 def central_region(header, binning, shape) -> tuple[slice, slice]:
@@ -97,11 +101,10 @@ def load_calibration(path, kind: str) -> Frame:
 
 
 def check_calibration(cal: Frame, cal_path, reader, kind: str) -> None:
-    """Detector, binning, ROI and overscan state of a calibration against a raw frame."""
-    raw = reader.raw
+    """A calibration against a raw frame: the matching criteria of its kind (``obslog.match``), then
+    that it covers the frame's CCDs and sections and that both had the overscan treated alike."""
+    match.check(kind, cal, cal_path, reader.raw, reader.path)
     problems = []
-    if cal.phu.get("DETID", "").strip() != raw.detector.detid:
-        problems.append(f"detector {cal.phu.get('DETID', '?').strip()} vs {raw.detector.detid}")
     versions = {p.extver for p in cal.planes}
     for ccd in reader.ccds:
         if ccd not in versions:
@@ -109,9 +112,6 @@ def check_calibration(cal: Frame, cal_path, reader, kind: str) -> None:
             continue
         p = cal.plane(ccd)
         hdr = reader.header(ccd)
-        if p.header.get("CCDSUM", "").strip() != hdr.get("CCDSUM", "").strip():
-            problems.append(f"binning {p.header.get('CCDSUM', '?').strip()} vs {hdr['CCDSUM'].strip()}")
-            break
         if p.header.get("CCDSEC") != hdr["CCDSEC"] or p.sci.shape != reader.shape(ccd):
             problems.append(f"CCD{ccd} section {p.header.get('CCDSEC')} vs {hdr['CCDSEC']} (ROI)")
             break
@@ -124,11 +124,14 @@ def check_calibration(cal: Frame, cal_path, reader, kind: str) -> None:
         raise GmosredError(f"{kind} {cal_path} does not match {reader.path}: {'; '.join(problems)}")
 
 
-def make_master_flat(paths, out, bias=None, params: FlatParams = FlatParams(), tmpdir=None) -> Path:
+def make_master_flat(paths, out, bias=None, params: FlatParams = FlatParams(), *,
+                     overscan: ovs.OverscanParams = ovs.OverscanParams(),
+                     combine: comb.CombineParams = FLAT_COMBINE, tmpdir=None) -> Path:
     """Combine raw twilight flats of one filter into a normalised master flat; returns the output path."""
     out = Path(out)
+    started = timestamp()
     bias_frame = load_calibration(bias, "bias") if bias else None
-    readers = open_inputs(paths, params.overscan, what="master flat", tmpdir=tmpdir or out.parent)
+    readers = open_inputs(paths, overscan, what="master flat", tmpdir=tmpdir or out.parent)
     try:
         filters = {r.raw.filter for r in readers}
         if len(filters) > 1:
@@ -175,20 +178,22 @@ def make_master_flat(paths, out, bias=None, params: FlatParams = FlatParams(), t
                     var *= gain * gain
                     return comb.Band(c, var, dq)
                 return band
-            res = comb.combine([provider(r) for r in readers], first.shape(ccd), params.combine,
+            res = comb.combine([provider(r) for r in readers], first.shape(ccd), combine,
                                scales=scales, weights=weights)
             hdr = first.header(ccd)
             planes.append(Plane(res.sci, hdr, res.var, res.dq, extver=ccd))
         norm = _normalise(planes, first, params)
-        phu = provenance(first.raw.phu.copy(), "GIFLAT", readers, params.combine, params.overscan)
+        phu = provenance(first.raw.phu.copy(), readers, combine, overscan)
         phu["OBJECT"] = "Twilight"
         phu["GIFLNORM"] = (round(norm, 4), "Normalisation level (e-), CCD2 central region")
-        phu["FLATNORM"] = (params.normalize, "ccd2: one level for all CCDs; ccd: each its own")
-        if bias:
-            phu["BIASIM"] = (Path(bias).name, "Bias image used")
+        phu["FLATMODE"] = (params.normalize, "ccd2: one level for all CCDs; ccd: each its own")
         for k, (r, lv) in enumerate(zip(readers, levels), start=1):
             phu[f"FLTLEV{k:02d}"] = (round(lv, 2), f"Level (e-) of {r.path.name}")
-        return write(Frame(phu, planes), out)
+        result = Frame(phu, planes)
+        prov.record(phu, result.tables, "flat", "GIFLAT", inputs=[r.path for r in readers], started=started,
+                    calibrations={"bias": bias} if bias else {},
+                    params={"overscan": overscan, "flat": params, "combine": combine})
+        return write(result, out)
     finally:
         close_all(readers)
 

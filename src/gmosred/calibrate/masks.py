@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import instruments
 from ..errors import GmosFileError
-from ..sections import Section, parse_binning
+from ..frame.sections import Section, parse_binning
 
 
 @lru_cache(maxsize=8)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..sections import Section
+from ..frame.sections import Section
+from ..params import checked, param
 
 MODES = ("row", "constant", "chebyshev", "spline", "none")
 #: Column skipped at the far edge of the overscan (as DRAGONS: BIASSEC [1:32] -> [2:28] for EEV).
@@ -30,22 +31,17 @@ DEFAULT_CONTAMINATED = 4
 HAMAMATSU_ORDER, HAMAMATSU_SKIP_ROWS_UNBINNED = 6, 48
 
 
-@dataclass(frozen=True)
+@checked
 class OverscanParams:
-    """How to measure the overscan. ``mode=None`` picks the family default."""
+    """How to measure the overscan (one set for every step, so that bias, flats and science agree)."""
 
-    mode: str | None = None
-    order: int = 1
-    sigma: float = 3.0
-    niter: int = 5
-    window: int = 31  # running-median rows for the ``row`` mode
-    skip_rows: int | None = None  # bottom rows (unbinned) left out of fits; None = family default
-
-    def __post_init__(self):
-        if self.mode is not None and self.mode not in MODES:
-            raise ValueError(f"overscan mode {self.mode!r}: choose from {', '.join(MODES)}")
-        if self.order < 0 or self.sigma <= 0 or self.niter < 0 or self.window < 1:
-            raise ValueError("overscan order, sigma, niter and window must be positive")
+    mode: str | None = param(None, "overscan mode; none: the family default (row for EEV and e2v DD, "
+                                   "chebyshev order 6 for Hamamatsu)", choices=MODES)
+    order: int = param(1, "fit order (chebyshev) or number of pieces (spline)", low=0)
+    sigma: float = param(3.0, "rejection limit for rows (sigma)", low=0, low_open=True)
+    niter: int = param(5, "rejection iterations of the fit", low=0)
+    window: int = param(31, "running-median rows for the row mode", low=1)
+    skip_rows: int | None = param(None, "bottom rows (unbinned) left out of fits; none: the family default", low=0)
 
 
 @dataclass

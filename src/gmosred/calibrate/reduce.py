@@ -13,72 +13,74 @@ the calibrations' DQ.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import dq as dqbits
+from ..frame import dq as dqbits
 from .. import instruments
 from ..errors import GmosredError
-from ..frame import Frame, Plane, timestamp, write
-from ..sections import Section
+from ..params import checked, param
+from ..frame import provenance as prov
+from ..frame.model import Frame, Plane, RawFrame, read_raw, timestamp, write
+from ..frame.sections import Section
 from . import masks
 from . import overscan as ovs
-from .bias import noise_var
+from .bias import noise_var, setup_keywords
 from .ccd import CCDReader
 from .flat import SATURATED_AT, check_calibration, load_calibration
 
-@dataclass(frozen=True)
+@checked
 class ReduceParams:
-    overscan: ovs.OverscanParams = field(default_factory=ovs.OverscanParams)
-    bpm: str | None = None  # a BPM file; None: the packaged one for the detector; "none": no BPM
-    illum: str | None = None  # an illumination mask file; None: packaged; "none": no mask
-    prefix: str = "rg"
+    """gireduce's choices (the overscan is its own section, shared with the calibrations)."""
+
+    bpm: str | None = param(None, "bad-pixel mask file; none: the packaged one for the detector; 'none': no BPM")
+    illum: str | None = param(None, "illumination mask file; none: the packaged one; 'none': no mask")
+    prefix: str = param("rg", "prefix of the reduced frames' names")
 
 
-def reduce_frame(path, outdir, bias=None, flat=None, params: ReduceParams = ReduceParams(),
-                 bias_frame: Frame | None = None, flat_frame: Frame | None = None) -> Path:
-    """Reduce one raw science frame; returns the path of ``<outdir>/<prefix><name>.fits``."""
-    reader = CCDReader(path, params.overscan)
-    raw = reader.raw
-    if bias and bias_frame is None:
-        bias_frame = load_calibration(bias, "bias")
-    if flat and flat_frame is None:
-        flat_frame = load_calibration(flat, "flat")
+def reduce_raw(raw: RawFrame, bias_frame: Frame | None = None, flat_frame: Frame | None = None,
+               params: ReduceParams = ReduceParams(), *, overscan: ovs.OverscanParams = ovs.OverscanParams(),
+               bias_name: str = "bias", flat_name: str = "flat") -> Frame:
+    """gireduce on a raw frame in memory: overscan, trim, bias, flat, gain, VAR and DQ (no files)."""
+    reader = CCDReader(raw, overscan)
     if bias_frame is not None:
-        check_calibration(bias_frame, bias, reader, "bias")
+        check_calibration(bias_frame, bias_name, reader, "bias")
     if flat_frame is not None:
-        check_calibration(flat_frame, flat, reader, "flat")
-        flat_band = _band(flat_frame.phu)
-        if flat_band != raw.filter:
-            raise GmosredError(f"flat {flat} is for filter {flat_band}, {path} was taken in {raw.filter}")
-    planes = []
-    for ccd in reader.ccds:
-        planes.append(_reduce_ccd(reader, ccd, bias_frame, flat_frame, params))
+        check_calibration(flat_frame, flat_name, reader, "flat")
+    planes = [_reduce_ccd(reader, ccd, bias_frame, flat_frame, params) for ccd in reader.ccds]
     phu = raw.phu.copy()
-    now = timestamp()
-    from .. import __version__
-
-    phu["GIREDUCE"] = (now, f"UT time stamp for GIREDUCE (gmosred {__version__})")
-    phu["GGAIN"] = (now, "UT time stamp for GGAIN")
+    setup_keywords(phu, raw)
+    phu["GGAIN"] = (timestamp(), "UT time stamp for GGAIN")
     phu["TRIMMED"] = ("yes", "Overscan section trimmed")
     phu["OVSMODE"] = (reader.planes[reader.ccds[0]][0].overscan.mode, "Overscan mode used")
-    phu["BIASIM"] = (Path(bias).name if bias else "none", "Bias image used")
-    phu["FLATIM"] = (Path(flat).name if flat else "none", "Flat field used")
     phu["BPMFILE"] = (masks.mask_name(raw.detector.detid, "bpm", None if params.bpm in (None, "none") else params.bpm)
                       if params.bpm != "none" else "none", "Static bad-pixel mask")
     phu["BUNIT"] = ("electron", "Units of SCI")
-    out = Path(outdir) / f"{params.prefix}{raw.name}.fits"
     reader.close()
-    return write(Frame(phu, planes), out)
+    return Frame(phu, planes)
+
+
+def reduce_frame(path, outdir, bias=None, flat=None, params: ReduceParams = ReduceParams(), *,
+                 overscan: ovs.OverscanParams = ovs.OverscanParams()) -> Path:
+    """Reduce one raw science frame into ``<outdir>/<prefix><name>.fits`` (calibrations by path,
+    loaded once per process); returns its path."""
+    started = timestamp()
+    raw = read_raw(path)
+    prov.refuse_twice(raw.phu, "GIREDUCE", path)
+    frame = reduce_raw(raw, cached_calibration(bias, "bias"), cached_calibration(flat, "flat"), params,
+                       overscan=overscan, bias_name=str(bias), flat_name=str(flat))
+    prov.record(frame.phu, frame.tables, "reduce", "GIREDUCE", inputs=[path], started=started,
+                calibrations={"bias": bias, "flat": flat}, params={"overscan": overscan, "reduce": params})
+    return write(frame, Path(outdir) / f"{params.prefix}{raw.name}.fits")
 
 
 _CAL_CACHE: dict = {}
 
 
-def _cached(path, kind):
-    """Calibrations loaded once per process (keyed by path and mtime)."""
+def cached_calibration(path, kind):
+    """A calibration loaded once per process (keyed by path and mtime): a worker reducing many frames
+    with one master bias and flat reads them once."""
     if not path:
         return None
     key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
@@ -87,25 +89,6 @@ def _cached(path, kind):
             _CAL_CACHE.clear()
         _CAL_CACHE[key] = load_calibration(path, kind)
     return _CAL_CACHE[key]
-
-
-def _reduce_cached(path, outdir, bias, flat, params):
-    return reduce_frame(path, outdir, bias, flat, params, _cached(bias, "bias"), _cached(flat, "flat"))
-
-
-def reduce_many(paths, outdir, bias=None, flat=None, params: ReduceParams = ReduceParams(), jobs: int = 1,
-                show_progress: bool | None = None) -> tuple[list[Path], dict[str, str]]:
-    """Reduce several frames (in parallel with ``jobs`` > 1); a failing frame is reported, the others go on."""
-    from ..batch import run_each
-
-    return run_each(_reduce_cached, [(str(p), str(outdir), bias, flat, params) for p in paths], desc="reduce",
-                    failed="not reduced", jobs=jobs, show_progress=show_progress)
-
-
-def _band(phu) -> str:
-    from ..frame import filter_name
-
-    return filter_name(phu)
 
 
 def _reduce_ccd(reader: CCDReader, ccd: int, bias_frame, flat_frame, params: ReduceParams) -> Plane:

@@ -29,8 +29,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .. import instruments
-from ..frame import roi_of
-from ..headers import scan_headers
+from ..frame.model import roi_of
+from ..frame.headers import scan_headers
 
 IGNORED_TERMS = {"notengineering", "NotFail", "RAW", "canonical", "present", "AnyQA", "includeengineering"}
 OBSERVATION_TYPES = {"OBJECT", "BIAS", "DARK", "FLAT", "ARC", "PINHOLE", "RONCHI", "CAL", "FRINGE", "MASK"}

@@ -14,7 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import instruments
-from ..frame import write_atomic
+from ..frame.model import write_atomic
 
 OVERSCAN_COLUMNS = 32
 #: Usual number of amplifiers read per CCD.

@@ -10,7 +10,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import instruments
-from ..frame import write_atomic
+from ..frame.model import write_atomic
 from ..progress import progress
 from . import model, raw, truth
 from . import plan as obsplan

@@ -29,8 +29,9 @@ from typing import Iterable
 import numpy as np
 from astropy.io import fits
 
-from . import instruments
-from .errors import GmosFileError
+from .. import instruments
+from ..errors import GmosFileError
+from . import dq as dqbits
 from .sections import Section, parse_binning
 
 RAW_PHU_KEYWORDS = ("INSTRUME", "DETID", "DATE-OBS", "OBSTYPE")
@@ -312,6 +313,8 @@ class Frame:
     phu: fits.Header
     planes: list[Plane]
     path: Path | None = None
+    #: binary tables by EXTNAME (PROVENANCE, PROVHISTORY, OBJCAT, REFCAT), written after the planes
+    tables: dict[str, fits.BinTableHDU] = field(default_factory=dict)
 
     def plane(self, extver: int) -> Plane:
         for p in self.planes:
@@ -327,10 +330,13 @@ def read_processed(path) -> Frame:
 
 def _processed_frame(path: Path, data: bytes, hdul: fits.HDUList) -> Frame:
     found: dict[tuple[str, int], int] = {}
+    tables = {}
     for i, hdu in enumerate(hdul[1:], start=1):
         name = str(hdu.header.get("EXTNAME", "")).strip().upper()
         if name in ("SCI", "VAR", "DQ"):
             found[(name, int(hdu.header.get("EXTVER", 1)))] = i
+        elif isinstance(hdu, fits.BinTableHDU) and name:
+            tables[name] = fits.BinTableHDU(hdu.data.copy(), hdu.header.copy())
     versions = sorted(v for (n, v) in found if n == "SCI")
     if not versions:
         raise GmosFileError(path, "has no SCI extensions (is it a raw file?)")
@@ -342,7 +348,7 @@ def _processed_frame(path: Path, data: bytes, hdul: fits.HDUList) -> Frame:
         dq = _image(path, hdul, found[("DQ", v)], data, offsets) if ("DQ", v) in found else None
         planes.append(Plane(_image(path, hdul, i, data, offsets), hdul[i].header, var,
                             dq.astype(np.uint16, copy=False) if dq is not None else None, v))
-    return Frame(hdul[0].header, planes, path)
+    return Frame(hdul[0].header, planes, path, tables)
 
 
 def read(path) -> RawFrame | Frame:
@@ -355,6 +361,9 @@ def read(path) -> RawFrame | Frame:
 
 
 # ------------------------------------------------------------------ writing
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 @contextlib.contextmanager
 def _atomic(path: Path):
     """A binary file to write ``path`` through (bz2-compressed for a .bz2 name): a temporary file in the
@@ -369,6 +378,7 @@ def _atomic(path: Path):
                     yield z
             else:
                 yield f
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; products get the mode the umask gives
         os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -419,8 +429,9 @@ def timestamp() -> str:
 
 
 def to_hdulist(frame: Frame) -> fits.HDUList:
-    """Gemini layout: PHU, then SCI, VAR, DQ for each EXTVER."""
-    return fits.HDUList([_primary(frame.phu)] + [hdu for p in frame.planes for hdu in _plane_hdus(p)])
+    """Gemini layout: PHU, then SCI, VAR, DQ for each EXTVER, then the tables."""
+    return fits.HDUList([_primary(frame.phu)] + [hdu for p in frame.planes for hdu in _plane_hdus(p)]
+                        + list(frame.tables.values()))
 
 
 def _primary(phu: fits.Header) -> fits.PrimaryHDU:
@@ -430,14 +441,31 @@ def _primary(phu: fits.Header) -> fits.PrimaryHDU:
 
 
 def _plane_hdus(p: Plane) -> list[fits.ImageHDU]:
-    hdus = [fits.ImageHDU(np.asarray(p.sci, dtype=np.float32), _ext_header(p.header), name="SCI", ver=p.extver)]
+    sci = _ext_header(p.header)
+    hdus = [fits.ImageHDU(np.asarray(p.sci, dtype=np.float32), sci, name="SCI", ver=p.extver)]
     if p.var is not None:
-        hdus.append(fits.ImageHDU(np.asarray(p.var, dtype=np.float32), _ext_header(p.header), name="VAR",
-                                  ver=p.extver))
+        hdus.append(fits.ImageHDU(np.asarray(p.var, dtype=np.float32), var_header(sci), name="VAR", ver=p.extver))
     if p.dq is not None:
-        hdus.append(fits.ImageHDU(np.asarray(p.dq, dtype=np.uint16), _ext_header(p.header), name="DQ",
-                                  ver=p.extver))
+        hdus.append(fits.ImageHDU(np.asarray(p.dq, dtype=np.uint16), dq_header(sci), name="DQ", ver=p.extver))
     return hdus
+
+
+def var_header(sci: fits.Header) -> fits.Header:
+    """A VAR extension's header: SCI's (geometry, WCS) with the unit squared."""
+    hdr = sci.copy()
+    unit = str(sci.get("BUNIT", "")).strip()
+    if unit:
+        hdr["BUNIT"] = (f"{unit}**2", "Variance of SCI")
+    return hdr
+
+
+def dq_header(sci: fits.Header) -> fits.Header:
+    """A DQ extension's header: SCI's (geometry, WCS) without a unit, naming the Gemini DQ bits."""
+    hdr = sci.copy()
+    hdr.remove("BUNIT", ignore_missing=True)
+    for bit, name in dqbits.NAMES.items():
+        hdr[f"DQBIT{bit.bit_length() - 1}"] = (name, f"DQ value {bit}")
+    return hdr
 
 
 _STRUCTURAL = {"XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME", "EXTVER",
@@ -455,12 +483,13 @@ def _ext_header(header: fits.Header) -> fits.Header:
 
 def write(frame: Frame, path) -> Path:
     """Write a processed frame atomically in Gemini's SCI/VAR/DQ layout."""
-    return write_planes(frame.phu, frame.planes, path)
+    return write_planes(frame.phu, frame.planes, path, frame.tables)
 
 
-def write_planes(phu: fits.Header, planes: Iterable[Plane], path) -> Path:
+def write_planes(phu: fits.Header, planes: Iterable[Plane], path, tables: dict | None = None) -> Path:
     """Write a processed frame atomically, plane by plane as ``planes`` yields them (a generator can
-    make each plane after the previous one is written and gone): the bytes of ``to_hdulist``."""
+    make each plane after the previous one is written and gone), then ``tables`` (a dict, read only
+    once the planes are written, or a callable returning it): the bytes of ``to_hdulist``."""
     path = Path(path)
     with _atomic(path) as f:
         primary = _primary(phu)
@@ -474,6 +503,11 @@ def write_planes(phu: fits.Header, planes: Iterable[Plane], path) -> Path:
                 f.write(hdu.header.tostring().encode("ascii"))
                 _write_data(f, hdu.data)
                 del hdu
+        for hdu in (tables() if callable(tables) else tables or {}).values():
+            buf = io.BytesIO()
+            hdu.writeto(buf)  # astropy writes a table HDU after an empty primary HDU: skip that one
+            data = buf.getvalue()
+            f.write(memoryview(data)[_data_offsets(path, data, 1)[0]:])
     return path
 
 

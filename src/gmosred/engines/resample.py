@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import dq as dqbits
+from ..frame import dq as dqbits
 
 KERNELS = ("nearest", "linear", "cubic")
 

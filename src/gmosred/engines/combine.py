@@ -41,7 +41,8 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from . import dq as dqbits
+from ..frame import dq as dqbits
+from ..params import checked, param
 
 METHODS = ("average", "median")
 MIN_BAND_ROWS = 32
@@ -54,34 +55,25 @@ class Band(NamedTuple):
     dq: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
+@checked
 class CombineParams:
     """Combine settings; the defaults are gbias'/gemcombine's: average, avsigclip 3/3, nkeep 1."""
 
-    method: str = "average"
-    reject: str = "avsigclip"
-    lsigma: float = 3.0
-    hsigma: float = 3.0
-    maxiters: int = 10
-    center: str = "trimmed"  # clipping centre: trimmed, median (IRAF's mclip) or mean (astropy's)
-    nlow: int = 1
-    nhigh: int = 1
-    nkeep: int = 1
-    var: str = "scatter"  # scatter | propagate
-    dq: str = "and"  # and | or
-    band_mb: float = 16.0
-    threads: int = 2
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"combine method {self.method!r}: choose from {', '.join(METHODS)}")
-        if self.reject not in REJECTIONS:
-            raise ValueError(f"rejection {self.reject!r}: choose from {', '.join(REJECTIONS)}")
-        if self.center not in ("trimmed", "median", "mean") or self.var not in ("scatter", "propagate") or \
-                self.dq not in ("and", "or"):
-            raise ValueError("center must be trimmed|median|mean, var scatter|propagate, dq and|or")
-        if self.lsigma <= 0 or self.hsigma <= 0 or self.nlow < 0 or self.nhigh < 0 or self.nkeep < 0:
-            raise ValueError("sigmas must be positive and nlow, nhigh, nkeep not negative")
+    method: str = param("average", "combine the kept values by their average or median", choices=METHODS)
+    reject: str = param("avsigclip", "rejection of outliers", choices=REJECTIONS)
+    lsigma: float = param(3.0, "lower rejection limit (sigma)", low=0, low_open=True)
+    hsigma: float = param(3.0, "upper rejection limit (sigma)", low=0, low_open=True)
+    maxiters: int = param(10, "rejection iterations at most", low=1)
+    center: str = param("trimmed", "clipping centre: trimmed, median (IRAF's mclip) or mean (astropy's)",
+                        choices=("trimmed", "median", "mean"))
+    nlow: int = param(1, "lowest values rejected (minmax)", low=0)
+    nhigh: int = param(1, "highest values rejected (minmax)", low=0)
+    nkeep: int = param(1, "values kept at least per pixel", low=0)
+    var: str = param("scatter", "output VAR from the scatter of the kept values or from the inputs' VAR",
+                     choices=("scatter", "propagate"))
+    dq: str = param("and", "output DQ: bits set in all (and) or any (or) of the kept values", choices=("and", "or"))
+    band_mb: float = param(16.0, "memory per band of rows (MB)", low=0, low_open=True, hashed=False)
+    threads: int = param(2, "threads working on bands", low=1, hashed=False)
 
 
 @dataclass

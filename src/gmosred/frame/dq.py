@@ -13,3 +13,7 @@ UNILLUMINATED = 64
 FAIL = BAD_PIXEL | SATURATED | COSMIC_RAY | NO_DATA
 
 DTYPE = np.uint16
+
+#: What each bit means, for the DQ extensions' headers.
+NAMES = {BAD_PIXEL: "bad pixel", NON_LINEAR: "non-linear", SATURATED: "saturated", COSMIC_RAY: "cosmic ray",
+         NO_DATA: "no data", OVERLAP: "overlap", UNILLUMINATED: "unilluminated"}

@@ -18,9 +18,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import instruments
-from .errors import GmosFileError, GmosredError
-from .frame import EXTENSIONS, stem
+from .. import instruments
+from ..errors import GmosFileError, GmosredError
+from ..frame.model import EXTENSIONS, stem
 
 DEFAULT_DB = "obsLog.sqlite3"
 
@@ -168,7 +168,7 @@ def is_focus(row: dict) -> bool:
 
 
 def _scan_one(args) -> tuple[str, dict | None, str | None]:
-    from .headers import scan_headers
+    from ..frame.headers import scan_headers
 
     path, checksum = args
     try:
@@ -196,7 +196,7 @@ def _raw_files(rawdir: Path) -> tuple[dict[str, Path], dict[str, str]]:
 def build(rawdir, db=None, *, include_focus: bool = False, checksum: bool = True, rebuild: bool = False,
           jobs: int | None = None, show_progress: bool | None = None) -> Summary:
     """Index ``rawdir`` into the observing log (default ``rawdir/obsLog.sqlite3``)."""
-    from .progress import progress
+    from ..progress import progress
 
     rawdir = Path(rawdir)
     if not rawdir.is_dir():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _simulate(args) -> int:
-    from .simulate import simulate_run
+    from ..simulate import simulate_run
 
     out = simulate_run(args.outdir, size=args.size, seed=args.seed, jobs=args.jobs)
     n = len(list((Path(out) / "raw").glob("*.fits")))
@@ -20,8 +20,8 @@ def _simulate(args) -> int:
 
 
 def _info(args) -> int:
-    from . import frame
-    from .errors import GmosredError
+    from ..frame import model as frame
+    from ..errors import GmosredError
 
     failed = 0
     for path in args.files:
@@ -47,7 +47,7 @@ def _info(args) -> int:
 
 
 def _obslog(args) -> int:
-    from . import obslog
+    from ..obslog import index as obslog
 
     words = list(args.words)
     action = words.pop(0) if words and words[0] in ("use", "show") and (len(words) > 1 or not Path(words[0]).is_dir()) else "index"
@@ -77,7 +77,7 @@ def _obslog(args) -> int:
 
 
 def _show_log(db: Path, files: bool) -> int:
-    from . import obslog
+    from ..obslog import index as obslog
 
     if not db.exists():
         raise SystemExit(f"gmosred obslog show: no observing log {db} (run: gmosred obslog RAWDIR)")
@@ -106,7 +106,7 @@ def _print_table(cols, rows) -> None:
 
 
 def _select(args) -> int:
-    from . import select
+    from ..obslog import select
 
     criteria = {"Instrument": args.instrument, "RoI": args.roi, "CcdBin": args.bin, "Filter2": args.filter,
                 "Object": args.object, "DateObs": args.dates, "AperMask": args.mask, "Disperser": args.disperser,
@@ -118,7 +118,7 @@ def _select(args) -> int:
     if not rows:
         print(f"no {args.kind} files: {select.explain_empty(args.db, args.kind, **criteria)}", file=sys.stderr)
         return 1
-    from .frame import stem
+    from ..frame.model import stem
 
     lines = [r["Path"] if args.paths else stem(r["File"]) for r in rows]
     if args.at_list:
@@ -143,68 +143,102 @@ def _inputs(items) -> list[str]:
     return out
 
 
-def _overscan(args):
-    from .calibrate.overscan import OverscanParams
+def _add_step_options(s, command: str) -> None:
+    import typing
+    from dataclasses import fields
 
-    return OverscanParams(mode=args.overscan, order=args.order)
+    from ..params import doc
+    from ..pipeline.steps import OPTIONS, SECTIONS
+
+    for section, prefix in OPTIONS[command]:
+        defaults = SECTIONS[section]
+        hints = typing.get_type_hints(type(defaults))
+        g = s.add_argument_group(f"[{section}] parameters (as in gmosred config)")
+        for f in fields(defaults):
+            flag = _flag(prefix + f.name)
+            value = getattr(defaults, f.name)
+            text = f"{doc(f)}; default: {'automatic' if value is None else value}".replace("%", "%%")
+            kind = next((t for t in (bool, int, float, str) if t in typing.get_args(hints[f.name]) + (hints[f.name],)))
+            if kind is bool:
+                g.add_argument(flag, dest=f"param:{prefix}{f.name}", action=argparse.BooleanOptionalAction, help=text)
+            else:
+                g.add_argument(flag, dest=f"param:{prefix}{f.name}", type=kind, help=text, metavar=f.name.upper(),
+                               choices=f.metadata.get("choices") if kind is str and f.metadata.get("choices") else None)
 
 
-def _combine(args, defaults):
-    from dataclasses import replace
+#: The commands whose options derive from the step table (pipeline.steps.OPTIONS; named here so that
+#: building the parser imports nothing heavy: a test holds the two equal).
+STEP_COMMANDS = ("bias", "flat", "reduce", "mosaic")
 
-    changes = {k: getattr(args, k) for k in ("method", "reject", "lsigma", "hsigma", "nkeep", "nlow", "nhigh", "var")
-               if getattr(args, k) is not None}
-    return replace(defaults, **changes)
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _step_params(args, command: str) -> dict:
+    """{section: parameters} from the defaults and the options given."""
+    from ..pipeline.steps import parameters
+
+    given = {k.split(":", 1)[1]: v for k, v in vars(args).items() if k.startswith("param:")}
+    return parameters(command, given, flag=_flag)
 
 
 def _bias(args) -> int:
-    from .calibrate.bias import BiasParams, make_master_bias
+    from ..calibrate.bias import make_master_bias
 
-    p = BiasParams()
-    params = BiasParams(overscan=_overscan(args), combine=_combine(args, p.combine))
-    out = make_master_bias(_inputs(args.files), args.output, params)
+    p = _step_params(args, "bias")
+    out = make_master_bias(_inputs(args.files), args.output, p["bias"], overscan=p["overscan"])
     print(f"wrote {out}")
     return 0
 
 
 def _flat(args) -> int:
-    from .calibrate.flat import FlatParams, make_master_flat
-    from .frame import filter_name, read_raw
+    from ..calibrate.flat import make_master_flat
+    from ..frame.model import filter_name, read_raw
 
     files = _inputs(args.files)
-    p = FlatParams()
-    params = FlatParams(overscan=_overscan(args), combine=_combine(args, p.combine), normalize=args.normalize)
-    output = args.output
-    if output is None:
-        output = f"MCflat_{filter_name(read_raw(files[0]).phu)}.fits"
-    out = make_master_flat(files, output, bias=args.bias, params=params)
+    p = _step_params(args, "flat")
+    output = args.output or f"MCflat_{filter_name(read_raw(files[0]).phu)}.fits"
+    out = make_master_flat(files, output, bias=args.bias, params=p["flat"], overscan=p["overscan"],
+                           combine=p["flat_combine"])
     print(f"wrote {out}")
     return 0
 
 
-def _reduce(args) -> int:
-    from .calibrate.reduce import ReduceParams, reduce_many
+def _each(args, fn, jobs_args, verb: str) -> int:
+    from ..pipeline.runners import run_each
 
-    params = ReduceParams(overscan=_overscan(args), bpm=args.bpm, illum=args.illum, prefix=args.prefix)
-    Path(args.outdir).mkdir(parents=True, exist_ok=True)
-    done, failed = reduce_many(_inputs(args.files), args.outdir, args.bias, args.flat, params, jobs=args.jobs)
-    print(f"reduced {len(done)} frame(s) into {args.outdir}" + (f"; {len(failed)} failed" if failed else ""))
+    done, failed = run_each(fn, jobs_args, desc=verb, failed=f"not {verb}", jobs=args.jobs)
+    print(f"{verb} {len(done)} frame(s) into {args.outdir}" + (f"; {len(failed)} failed" if failed else ""))
     return 1 if failed else 0
+
+
+def _reduce(args) -> int:
+    p = _step_params(args, "reduce")
+    Path(args.outdir).mkdir(parents=True, exist_ok=True)
+    return _each(args, _reduce_one, [(f, args.outdir, args.bias, args.flat, p) for f in _inputs(args.files)],
+                 "reduced")
+
+
+def _reduce_one(path, outdir, bias, flat, p):
+    from ..calibrate.reduce import reduce_frame
+
+    return reduce_frame(path, outdir, bias, flat, p["reduce"], overscan=p["overscan"])
 
 
 def _mosaic(args) -> int:
-    from .mosaic import mosaic_many
+    from ..mosaic import mosaic_file
 
+    p = _step_params(args, "mosaic")
     Path(args.outdir).mkdir(parents=True, exist_ok=True)
-    done, failed = mosaic_many(_inputs(args.files), args.outdir, args.interpolant, args.tile, jobs=args.jobs)
-    print(f"mosaicked {len(done)} frame(s) into {args.outdir}" + (f"; {len(failed)} failed" if failed else ""))
-    return 1 if failed else 0
+    return _each(args, mosaic_file, [(f, args.outdir, p["mosaic"]) for f in _inputs(args.files)], "mosaicked")
 
 
 def _run(args) -> int:
-    from . import config, pipeline
+    from .. import pipeline
+    from ..pipeline import config
 
-    cfg = config.load(args.config)
+    cfg = config.load(args.config, config.parse_set(args.set))
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with pipeline.logfile(args.workdir):
         plan = pipeline.prepare(args.rawdir, args.workdir, cfg, jobs=args.jobs)
@@ -212,42 +246,26 @@ def _run(args) -> int:
         if args.dry_run:
             return 0
         reports = pipeline.run_plan(plan, args.workdir, cfg, jobs=args.jobs, dask=args.dask, force=args.force)
-    print()
-    print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
-    for step, rep in reports.items():
-        print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
-    print(f"outputs and log (gmosred.log) in {args.workdir}")
+        print()
+        print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
+        for step, rep in reports.items():
+            print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
+        print(f"outputs and log (gmosred.log) in {args.workdir}")
     return 1 if any(r.failed for r in reports.values()) or plan.problems else 0
 
 
 def _config(args) -> int:
-    from . import config
+    from ..pipeline import config
 
-    print(config.to_toml(config.load(args.config)), end="")
+    print(config.to_toml(config.load(args.config, config.parse_set(args.set))), end="")
     return 0
-
-
-def _add_overscan_options(s) -> None:
-    s.add_argument("--overscan", choices=("row", "constant", "chebyshev", "spline", "none"),
-                   help="overscan mode (default: row for EEV/e2v, chebyshev 6 for Hamamatsu)")
-    s.add_argument("--order", type=int, default=1, help="overscan fit order (chebyshev) or pieces (spline)")
-
-
-def _add_combine_options(s) -> None:
-    s.add_argument("--method", choices=("average", "median"))
-    s.add_argument("--reject", choices=("none", "minmax", "sigclip", "avsigclip", "varclip"))
-    s.add_argument("--lsigma", type=float)
-    s.add_argument("--hsigma", type=float)
-    s.add_argument("--nkeep", type=int)
-    s.add_argument("--nlow", type=int)
-    s.add_argument("--nhigh", type=int)
-    s.add_argument("--var", choices=("scatter", "propagate"), help="output VAR from the scatter or the input VAR")
 
 
 def _download(args) -> int:
     import logging
 
-    from . import archive, obslog
+    from .. import archive
+    from ..obslog import index as obslog
 
     arch = archive.Archive(args.archive or archive.DEFAULT_ARCHIVE)
     rawdir = Path(args.raw)
@@ -292,12 +310,13 @@ def _download(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     return run_demo(Path(args.dir), size=args.size, seed=args.seed, jobs=args.jobs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; the options derived from the step parameters are added for ``command`` only."""
     p = argparse.ArgumentParser(
         prog="gmosred",
         description="Reduce Gemini GMOS imaging data: raw archive files to calibrated mosaics.")
@@ -382,18 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bias", help="master bias from raw biases (gbias) -> MCbias.fits")
     s.add_argument("files", nargs="+", help="raw biases (or @list files)")
     s.add_argument("-o", "--output", default="MCbias.fits")
-    _add_overscan_options(s)
-    _add_combine_options(s)
     s.set_defaults(func=_bias)
 
     s = sub.add_parser("flat", help="master twilight flat of one filter (giflat) -> MCflat_<filter>.fits")
     s.add_argument("files", nargs="+", help="raw twilight flats of one filter (or @list files)")
     s.add_argument("--bias", help="master bias")
     s.add_argument("-o", "--output", help="output (default MCflat_<filter>.fits)")
-    s.add_argument("--normalize", choices=("ccd2", "ccd"), default="ccd2",
-                   help="one CCD2 level for all CCDs (the cookbook's, default) or each CCD its own")
-    _add_overscan_options(s)
-    _add_combine_options(s)
     s.set_defaults(func=_flat)
 
     s = sub.add_parser("reduce", help="basic reduction of science frames (gireduce) -> rg<file>.fits")
@@ -401,19 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bias", help="master bias")
     s.add_argument("--flat", help="master flat of the frames' filter")
     s.add_argument("--outdir", default=".", help="output folder (default: here)")
-    s.add_argument("--bpm", help="bad-pixel mask file, or 'none' (default: the packaged one for the detector)")
-    s.add_argument("--illum", help="illumination mask file, or 'none' (default: packaged)")
-    s.add_argument("--prefix", default="rg")
     s.add_argument("--jobs", type=int, default=1, help="parallel processes")
-    _add_overscan_options(s)
     s.set_defaults(func=_reduce)
 
     s = sub.add_parser("mosaic", help="the CCDs of reduced frames into one plane (gmosaic) -> mrg<file>.fits")
     s.add_argument("files", nargs="+", help="reduced rg*.fits files (or @list files)")
     s.add_argument("--outdir", default=".", help="output folder (default: here)")
-    s.add_argument("--interpolant", choices=("nearest", "linear", "cubic"), default="linear",
-                   help="resampling of CCD1 and CCD3 (default linear, as the cookbook)")
-    s.add_argument("--tile", action="store_true", help="paste the CCDs with gaps, no resampling (like gtile)")
     s.add_argument("--jobs", type=int, default=1, help="parallel processes")
     s.set_defaults(func=_mosaic)
 
@@ -425,15 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler instead")
     s.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     s.add_argument("--force", action="store_true", help="remake everything")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="one parameter, over the configuration file (repeatable; see gmosred config)")
     s.set_defaults(func=_run)
 
     s = sub.add_parser("config", help="print the pipeline configuration (defaults, or a file's merged with them)")
     s.add_argument("--config", help="a TOML file to merge")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="one parameter (repeatable)")
     s.set_defaults(func=_config)
 
     s = sub.add_parser("info", help="describe GMOS files (raw or processed) and check that they are readable")
     s.add_argument("files", nargs="+", help=".fits, .fits.bz2 or .fits.fz files")
     s.set_defaults(func=_info)
+    if command in STEP_COMMANDS:
+        _add_step_options(sub.choices[command], command)
     return p
 
 
@@ -444,7 +455,7 @@ def _cores() -> int:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -460,14 +471,15 @@ class _Lower:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     import logging
 
-    from .errors import GmosredError
+    from ..errors import GmosredError
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Lower("gmosred: %(levelname)s: %(message)s"))

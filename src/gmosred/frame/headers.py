@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GmosFileError
+from ..errors import GmosFileError
 
 BLOCK = 2880
 _CHUNK = 1 << 20

@@ -7,9 +7,12 @@ parameters. Dates follow the cookbook: 'YYYY-MM-DD:YYYY-MM-DD' is an inclusive r
 """
 from __future__ import annotations
 
+import datetime
+import re
+
 from dataclasses import dataclass
 
-from .errors import GmosredError
+from ..errors import GmosredError
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,32 @@ def disperser_pattern(value: str) -> str:
     return value + "+_%"
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_GLOB = re.compile(r"[0-9*?\[\]-]+")
+
+
+def check_dates(dates: str) -> None:
+    """Raise unless ``dates`` is YYYY-MM-DD, YYYY-MM-DD:YYYY-MM-DD (real dates) or a GLOB pattern of one."""
+    parts = dates.split(":")
+    ok = len(parts) in (1, 2)
+    for part in parts if ok else ():
+        if _DATE.fullmatch(part):
+            try:
+                datetime.date.fromisoformat(part)
+            except ValueError:
+                ok = False
+        elif len(parts) == 2 or not _DATE_GLOB.fullmatch(part) or not ("*" in part or "?" in part or "[" in part):
+            ok = False
+    if not ok:
+        raise GmosredError(f"date selection {dates!r}: use YYYY-MM-DD, YYYY-MM-DD:YYYY-MM-DD or a GLOB "
+                           "pattern such as 2006-09-*")
+
+
 def date_condition(dates: str | None, params: dict) -> str:
     """The cookbook's DateObs clause for 'd1:d2', a GLOB pattern, 'None' or one date."""
     if not dates or dates == "None":
         return ""
+    check_dates(dates)
     parts = dates.split(":")
     if len(parts) == 2:
         params["date1"], params["date2"] = parts
@@ -116,7 +141,7 @@ def build_query(kind: str, **criteria) -> tuple[str, dict]:
 
 def select(db, kind: str, **criteria) -> list[dict]:
     """Matching rows (File, Path), sorted by file name."""
-    from .obslog import connect
+    from .index import connect
 
     sql, params = build_query(kind, **criteria)
     con = connect(db)
@@ -128,7 +153,7 @@ def select(db, kind: str, **criteria) -> list[dict]:
 
 def explain_empty(db, kind: str, **criteria) -> str:
     """Which condition removed the last candidate files, and what values the log has there."""
-    from .obslog import connect
+    from .index import connect
 
     conds, params = _conditions(kind, criteria)
     con = connect(db)

@@ -1,0 +1,88 @@
+"""The Python API: the cookbook's reduction from a Python session or a script, with the command line's
+parameters and defaults (both derive from the step table).
+
+On files, as the Gemini IRAF tasks were called from PyRAF (``from pyraf.iraf import gmos``)::
+
+    from gmosred import api as gmos
+    bias = gmos.bias(biases, "MCbias.fits")                       # gbias
+    flat = gmos.flat(flats_r, "MCflat_r.fits", bias=bias)         # giflat
+    rg = gmos.reduce(science, "red/", bias=bias, flat=flat)      # gireduce: one rg file per frame
+    mrg = gmos.mosaic(rg, "red/")                                 # gmosaic
+    gmos.run("raw/", "reduced/", jobs=2, set={"mosaic": {"interpolant": "cubic"}})  # all of it
+
+Parameters are the command's options with ``_`` for ``-``: ``gmos.bias(..., lsigma=2.5,
+overscan_mode="row")`` is ``gmosred bias ... --lsigma 2.5 --overscan-mode row``. A frame that cannot
+be reduced raises :class:`gmosred.errors.GmosredError` with one line naming it (``reduce`` and
+``mosaic`` take many files and go on past a bad one with ``keep_going=True``).
+
+In memory (no files): ``gmos.read(path)`` gives a RawFrame or a Frame (SCI/VAR/DQ planes);
+``gmos.reduce_raw(raw, bias_frame, flat_frame)`` and ``gmos.mosaic_frame(frame)`` return Frames;
+``gmos.write(frame, path)`` writes one atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .calibrate.bias import make_master_bias
+from .calibrate.flat import make_master_flat
+from .calibrate.reduce import reduce_frame, reduce_raw  # noqa: F401
+from .errors import GmosredError
+from .frame.model import read, write  # noqa: F401
+from .mosaic import mosaic_file, mosaic_frame  # noqa: F401
+from .pipeline.steps import parameters
+
+
+def bias(files, output="MCbias.fits", **params) -> Path:
+    """Master bias from raw biases (gbias)."""
+    p = parameters("bias", params)
+    return make_master_bias([str(f) for f in files], output, p["bias"], overscan=p["overscan"])
+
+
+def flat(files, output, bias=None, **params) -> Path:
+    """Master twilight flat of one filter (giflat)."""
+    p = parameters("flat", params)
+    return make_master_flat([str(f) for f in files], output, bias, p["flat"], overscan=p["overscan"],
+                            combine=p["flat_combine"])
+
+
+def _each(fn, files, keep_going: bool) -> list[Path]:
+    out = []
+    for f in files:
+        try:
+            out.append(fn(f))
+        except GmosredError:
+            if not keep_going:
+                raise
+    return out
+
+
+def reduce(files, outdir=".", bias=None, flat=None, keep_going: bool = False, **params) -> list[Path]:
+    """Basic reduction of raw science frames (gireduce): rg<file>.fits in ``outdir``."""
+    p = parameters("reduce", params)
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    files = [files] if isinstance(files, (str, Path)) else files
+    return _each(lambda f: reduce_frame(f, outdir, bias, flat, p["reduce"], overscan=p["overscan"]), files,
+                 keep_going)
+
+
+def mosaic(files, outdir=".", keep_going: bool = False, **params) -> list[Path]:
+    """The CCDs of reduced frames into one plane (gmosaic): m<rg file>.fits in ``outdir``."""
+    p = parameters("mosaic", params)
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    files = [files] if isinstance(files, (str, Path)) else files
+    return _each(lambda f: mosaic_file(f, outdir, p["mosaic"]), files, keep_going)
+
+
+def run(rawdir, workdir, *, config=None, set: dict | None = None, jobs: int = 1, dask: str | None = None,
+        force: bool = False, dry_run: bool = False, show_progress: bool | None = False):
+    """The whole pipeline on a raw folder, as ``gmosred run`` (``set``: {section: {key: value}} over
+    the ``config`` TOML file). Returns (plan, {step: StepReport}); with ``dry_run`` only the plan."""
+    from . import pipeline
+
+    cfg = pipeline.load(config, set)
+    plan = pipeline.prepare(rawdir, workdir, cfg, jobs=jobs, show_progress=show_progress)
+    if dry_run:
+        return plan, {}
+    with pipeline.logfile(workdir):
+        return plan, pipeline.run_plan(plan, workdir, cfg, jobs=jobs, dask=dask, force=force,
+                                       show_progress=show_progress)

@@ -1,0 +1,2 @@
+"""The ``gmosred`` command."""
+from .main import build_parser, main  # noqa: F401

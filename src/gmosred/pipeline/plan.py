@@ -1,0 +1,191 @@
+"""The cookbook as a plan: from the observing log to the tasks of every step in the step table.
+
+``make_plan`` takes the frames of the log (use_me=1) kind by kind (the recipes: biases, twilight
+flats, science frames), groups them by the calibration-match criteria of their first step (a master
+per group), gives every task the calibrations whose criteria and validity window fit it, and chains
+each recipe's later steps on the products of the earlier ones. What is missing is said with what
+would satisfy it, and the other groups go on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from ..obslog import index as obslog
+from ..obslog import match
+from .config import Config
+from .steps import DATES, RECIPES, STEPS, Task, step_params
+
+log = logging.getLogger("gmosred")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Frames that share a calibration's criteria (one master is made from them)."""
+
+    kind: str  # calibration-match row
+    key: tuple
+    tag: str  # '' or '_<setup>' when the folder holds several setups
+    band: str
+
+    def describe(self) -> str:
+        return match.describe(self.kind, self.key)
+
+
+@dataclass
+class Plan:
+    tasks: list[Task]
+    problems: list[str] = field(default_factory=list)
+
+    def of(self, step: str) -> list[Task]:
+        return [t for t in self.tasks if t.step == step]
+
+    def describe(self) -> str:
+        """What will be made, step by step (``--dry-run``)."""
+        lines = []
+        for name, step in STEPS.items():
+            tasks = self.of(name)
+            if not tasks:
+                continue
+            if step.per == "group":
+                for t in tasks:
+                    names = ", ".join(Path(i).name.split(".")[0] for i in t.inputs[:6])
+                    cals = "".join(f", {k} {Path(v).name}" for k, v in t.calibrations.items() if v)
+                    lines.append(f"{name:7s}{t.output.name:34s} from {len(t.inputs)} frame(s){cals}: {names}"
+                                 f"{' ...' if len(t.inputs) > 6 else ''}")
+                continue
+            groups: dict = {}
+            for t in tasks:
+                cals = ", ".join(f"{k} {Path(v).name}" for k, v in t.calibrations.items())
+                groups.setdefault((t.label, cals), []).append(t)
+            for (label, cals), ts in groups.items():
+                lines.append(f"{name:7s}{len(ts):3d} frame(s) {label}{': ' + cals if cals else ''} "
+                             f"-> {ts[0].output.name}{' ...' if len(ts) > 1 else ''}")
+        lines += [f"missing: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _when(row) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(row["DateTime"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _tag(key: tuple, kind: str) -> str:
+    """The setup part of a master's name: '_GMOS-S_4x4_FullFrame_slow-low' (criteria values joined)."""
+    values = dict(zip((c.name for c in match.calibration(kind).criteria), key))
+    binning = str(values.get("binning", "?")).replace(" ", "x")
+    roi = str(values.get("roi", "?")).replace(" ", "")
+    return f"_{values.get('instrument')}_{binning}_{roi}_{values.get('read_speed')}-{values.get('gain_setting')}"
+
+
+def make_plan(db, workdir, cfg: Config) -> Plan:
+    """The tasks for every usable group of frames in the observing log, and what is missing."""
+    from ..obslog import select
+
+    workdir = Path(workdir)
+    con = obslog.connect(db)
+    try:
+        rows = {r["File"]: dict(r) for r in con.execute("SELECT * FROM obslog WHERE use_me=1 ORDER BY File")}
+    finally:
+        con.close()
+    s = cfg.select
+    chosen = {}
+    for kind in RECIPES:
+        criteria = {"DateObs": getattr(s, DATES[kind]) or None}
+        if kind == "sciImg":
+            criteria["Object"] = s.objects
+        chosen[kind] = [rows[r["File"]] for r in select.select(db, kind, **criteria) if r["File"] in rows]
+    # the setups (bias criteria) in the folder: masters carry a setup tag only when there are several
+    setups = {match.log_key(r, "bias") for frames in chosen.values() for r in frames}
+    plan = Plan([])
+    made: dict[str, list[tuple[Group, Task, datetime | None]]] = {}  # step -> its masters
+    for kind, recipe in RECIPES.items():
+        _plan_recipe(plan, chosen[kind], recipe, made, workdir, cfg, several=len(setups) > 1)
+    return plan
+
+
+def _plan_recipe(plan: Plan, frames: list[dict], recipe, made, workdir, cfg, several: bool) -> None:
+    first = STEPS[recipe[0]]
+    params = step_params(first, cfg)
+    lacking: dict = {}  # (why, setup, band) -> frames that cannot be made for that reason
+    if first.per == "group":
+        groups: dict = {}
+        for r in frames:
+            groups.setdefault(match.log_key(r, first.match), []).append(r)
+        for key, members in groups.items():
+            setup = match.log_key(members[0], "bias")
+            group = Group(first.match, key, _tag(setup, "bias") if several else "", match.band(members[0]["Filter2"]))
+            times = sorted(t for t in map(_when, members) if t is not None)
+            task = Task(first.name, workdir / first.output(group, params), [r["Path"] for r in members],
+                        label=group.describe())
+            missing = _calibrate(task, first, members[0], made)
+            for why, required in missing:
+                plan.problems.append(f"the {group.band} {first.name}s of {_setup_text(setup)} {why}"
+                                     f"{'; not made' if required else '; made without it'}")
+            if not any(required for _, required in missing):
+                plan.tasks.append(task)
+                made.setdefault(first.name, []).append((group, task, times[len(times) // 2] if times else None))
+        return
+    for r in frames:
+        chain = Task(first.name, workdir / first.output(r["Path"], params), [r["Path"]],
+                     label=f"{match.band(r['Filter2'])}, {_setup_text(match.log_key(r, 'bias'))}")
+        missing = [why for why, required in _calibrate(chain, first, r, made) if required]
+        if missing:
+            lacking.setdefault((missing[0], match.log_key(r, "bias"), match.band(r["Filter2"])), []).append(r)
+            continue
+        plan.tasks.append(chain)
+        for name in recipe[1:]:
+            step = STEPS[name]
+            chain = Task(name, workdir / step.output(chain.output, step_params(step, cfg)), [str(chain.output)],
+                         label=chain.label)
+            plan.tasks.append(chain)
+    for (why, setup, band), rows in lacking.items():
+        plan.problems.append(f"{len(rows)} {band} science frame(s) of {_setup_text(setup)} {why}; not reduced")
+
+
+def _setup_text(key: tuple) -> str:
+    v = dict(zip((c.name for c in match.calibration("bias").criteria), key))
+    return (f"{v['instrument']} {str(v['binning']).replace(' ', 'x')} {v['roi']}, {v['read_speed']} read/"
+            f"{v['gain_setting']} gain ({v['detector']})")
+
+
+def _calibrate(task: Task, step, row: dict, made) -> list[tuple[str, bool]]:
+    """Give ``task`` the masters that fit its frame (criteria and validity window, the nearest in time);
+    returns what is missing: (why, required)."""
+    when = _when(row)
+    missing = []
+    for cal_step, required in step.calibrations:
+        kind = STEPS[cal_step].match
+        key = match.log_key(row, kind)
+        window = match.calibration(kind).max_days
+        same = [(t, d) for g, t, d in made.get(cal_step, []) if g.key == key]
+        near = sorted(((abs((when - d).total_seconds()) / 86400 if when and d else 0.0), t) for t, d in same)
+        if near and (window is None or near[0][0] <= window):
+            task.calibrations[cal_step] = str(near[0][1].output)
+            continue
+        band = match.band(row.get("Filter2"))
+        why = STEPS[cal_step].missing.format(band=band)
+        if near:
+            why = (f"have no {cal_step} within {window:g} days (the nearest, {near[0][1].output.name}, is "
+                   f"{near[0][0]:.0f} days away)")
+        missing.append((why, required))
+    return missing
+
+
+def prepare(rawdir, workdir, cfg: Config, *, jobs: int = 1, show_progress: bool | None = None) -> Plan:
+    """Index ``rawdir`` into its observing log (in the work folder if the raw folder is read-only) and plan."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = obslog.default_db(rawdir) if os.access(rawdir, os.W_OK) else workdir / obslog.DEFAULT_DB
+    summary = obslog.build(rawdir, db, jobs=jobs, show_progress=show_progress)
+    for name, reason in sorted(summary.rejected.items()):
+        log.warning(f"{Path(rawdir) / name}: {reason}: not used")
+    plan = make_plan(db, workdir, cfg)
+    for problem in plan.problems:
+        log.warning(problem)
+    return plan

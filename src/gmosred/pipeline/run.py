@@ -1,0 +1,178 @@
+"""Making a plan's products: a scheduler over products, incremental through a manifest.
+
+Every task's hash (its step, the gmosred version, its sections' parameters that can change bytes,
+its output's name, and what identifies each input: a raw file's name, size and mtime, or the hash of
+the task that makes it) is known before anything runs. A product whose hash the manifest
+(``manifest.json`` in the work folder, keyed by names relative to it) records, and which exists, is up
+to date; the others are made, each as soon as the products it needs exist, on one runner for the
+whole run. A product whose input failed in this run is not made (its old file is never used), and
+the manifest records each product the moment it is written, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..errors import GmosredError
+from ..frame.model import remove_stale_temporaries
+from ..params import hashed_values
+from ..progress import progress
+from .config import Config
+from .plan import Plan
+from .runners import runner
+from .steps import STEPS, Task, step_params
+
+log = logging.getLogger("gmosred")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class StepReport:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0  # from the step's first start to its last finish
+
+
+def _file_id(path: str) -> str:
+    p = Path(path)
+    st = p.stat()
+    return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def task_hash(task: Task, cfg: Config, upstream: dict[str, str]) -> str:
+    """What a product depends on; ``upstream``: {path of a product of this plan: its task's hash}."""
+    step = STEPS[task.step]
+    params = {name: hashed_values(value) for name, value in step_params(step, cfg).items()}
+    h = hashlib.sha256()
+    h.update(f"{task.step}|{__version__}|{json.dumps(params, sort_keys=True)}|{task.output.name}".encode())
+    for item in sorted(task.inputs):
+        h.update((upstream.get(item) or _file_id(item)).encode())
+    for name, cal in sorted(task.calibrations.items()):
+        h.update(f"{name}={upstream.get(cal) or _file_id(cal)}".encode())
+    return h.hexdigest()
+
+
+def _execute(step_name: str, task: Task, params: dict) -> str:
+    """One task in a worker: the step's file function; returns the output's path."""
+    return str(STEPS[step_name].run(task, params))
+
+
+def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | None = None, force: bool = False,
+             show_progress: bool | None = None) -> dict[str, StepReport]:
+    """Make every product of the plan that is not up to date; returns a report per step."""
+    workdir = Path(workdir)
+    if workdir.is_dir() and (stale := remove_stale_temporaries(workdir)):
+        log.info(f"removed {len(stale)} unfinished file(s) left by a killed run")
+    manifest_path = workdir / MANIFEST
+    manifest = {} if force else _load_manifest(manifest_path)
+    reports = {name: StepReport() for name in STEPS if plan.of(name)}
+    hashes: dict[str, str] = {}  # product path -> hash
+    todo: list[Task] = []
+    for task in plan.tasks:
+        try:
+            hashes[str(task.output)] = h = task_hash(task, cfg, hashes)
+        except OSError as e:
+            log.warning(f"{task.output.name}: not made: {e.filename or ''} {e.strerror or e}".strip())
+            reports[task.step].failed += 1
+            continue
+        if manifest.get(_rel(task.output, workdir)) == h and task.output.exists():
+            reports[task.step].skipped += 1
+        else:
+            todo.append(task)
+    if not todo:
+        return reports
+    pending = {str(t.output) for t in todo}
+    failed: set[str] = set()
+    waiting = list(todo)
+    started: dict[str, float] = {}
+    run = runner(jobs, dask, tasks=len(todo))
+    bar = progress(total=len(todo), desc="run", enabled=show_progress)
+    running = 0
+    try:
+        while waiting or running:
+            for task in list(waiting):
+                needs = task.needs()
+                if any(n in failed for n in needs):
+                    waiting.remove(task)
+                    bad = next(Path(n).name for n in needs if n in failed)
+                    log.warning(f"{task.output.name}: not made: {bad} failed in this run")
+                    failed.add(str(task.output))
+                    reports[task.step].failed += 1
+                    bar.update()
+                elif not any(n in pending for n in needs):
+                    waiting.remove(task)
+                    started.setdefault(task.step, time.perf_counter())
+                    run.submit(task, _execute, task.step, task, step_params(STEPS[task.step], cfg))
+                    running += 1
+            for task, (out, err) in run.wait():
+                running -= 1
+                pending.discard(str(task.output))
+                rep = reports[task.step]
+                if err:
+                    log.warning(f"{err}: {task.output.name} not made")
+                    failed.add(str(task.output))
+                    rep.failed += 1
+                else:
+                    manifest[_rel(task.output, workdir)] = hashes[str(task.output)]
+                    _save_manifest(manifest_path, manifest)
+                    rep.done += 1
+                rep.seconds = time.perf_counter() - started[task.step]
+                bar.update()
+    except BaseException:
+        run.close(cancel=True)
+        raise
+    finally:
+        bar.close()
+    run.close()
+    return reports
+
+
+def _rel(path: Path, workdir: Path) -> str:
+    return os.path.relpath(path, workdir)
+
+
+def _load_manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        log.warning(f"{path}: unreadable ({e}): every product is remade")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_manifest(path: Path, manifest: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise GmosredError(f"{path}: cannot record the products made ({e.strerror or e})") from None
+
+
+class logfile:
+    """Everything the pipeline reports also goes to ``workdir/gmosred.log`` (a context manager)."""
+
+    def __init__(self, workdir):
+        self.path = Path(workdir) / "gmosred.log"
+
+    def __enter__(self):
+        self.handler = logging.FileHandler(self.path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(self.handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        log.removeHandler(self.handler)
+        self.handler.close()

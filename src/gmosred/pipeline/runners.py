@@ -1,0 +1,170 @@
+"""Where tasks run: in this process, in one pool of worker processes for the whole run, or on dask.
+
+A runner takes ``submit(fn, *args)`` calls and hands back finished results through ``wait()``, as
+they finish, so the scheduler can start a task the moment its inputs exist. Worker processes are
+forked from this one (the imports and the compiled kernels already loaded come with them), live for
+the whole run, and die with it: Linux's parent-death signal, and a check of the parent in each task.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
+from typing import Callable, Sequence
+
+from ..errors import GmosredError
+from ..progress import progress
+
+log = logging.getLogger("gmosred")
+_PARENT = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: the worker is sent SIGTERM when the process that started it dies."""
+    global _PARENT
+    _PARENT = parent
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def guarded(fn, *args):
+    """Call ``fn(*args)``: (result, None), or (None, one line) for a problem a user can cause."""
+    if _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(1)  # orphaned: nobody will read the result
+    try:
+        return fn(*args), None
+    except GmosredError as e:
+        return None, str(e)
+    except OSError as e:  # a full disk, a read-only folder, a file gone
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        return None, f"{where}{e.strerror or e}"
+    except MemoryError:
+        return None, "out of memory"
+
+
+class Local:
+    """Tasks one after another in this process, each run when its result is waited for."""
+
+    def __init__(self):
+        self._queue: list = []
+
+    def submit(self, key, fn, *args) -> None:
+        self._queue.append((key, fn, args))
+
+    def wait(self) -> list:
+        if not self._queue:
+            return []
+        key, fn, args = self._queue.pop(0)
+        return [(key, guarded(fn, *args))]
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+class Pool:
+    """One pool of ``jobs`` forked worker processes."""
+
+    def __init__(self, jobs: int):
+        import multiprocessing
+
+        self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
+                                         initializer=_die_with_parent, initargs=(os.getpid(),))
+        self._running: dict[Future, object] = {}
+
+    def submit(self, key, fn, *args) -> None:
+        self._running[self._pool.submit(guarded, fn, *args)] = key
+
+    def wait(self) -> list:
+        if not self._running:
+            return []
+        finished, _ = wait_futures(list(self._running), return_when=FIRST_COMPLETED)
+        out = []
+        for fut in finished:
+            key = self._running.pop(fut)
+            try:
+                out.append((key, fut.result()))
+            except Exception as e:  # a worker killed (out of memory, signal): the task failed
+                out.append((key, (None, f"worker failed ({type(e).__name__}: {e})")))
+        return out
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()  # Ctrl-C: stop now, what is written whole stays
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class Dask:
+    """Tasks on a dask.distributed scheduler (file paths travel, not arrays)."""
+
+    def __init__(self, address: str):
+        try:
+            from distributed import Client, as_completed
+        except ImportError:
+            raise GmosredError("--dask needs dask.distributed: pip install 'dask[distributed]'") from None
+        try:
+            self._client = Client(address, timeout="10s")
+        except (OSError, TimeoutError) as e:
+            raise GmosredError(f"cannot reach the dask scheduler at {address} ({e})") from None
+        self._queue = as_completed()
+        self._keys: dict = {}
+
+    def submit(self, key, fn, *args) -> None:
+        fut = self._client.submit(guarded, fn, *args, pure=False)
+        self._keys[fut.key] = key
+        self._queue.add(fut)
+
+    def wait(self) -> list:
+        if self._queue.is_empty():
+            return []
+        fut = next(self._queue)
+        out = [(self._keys.pop(fut.key), fut.result())]
+        out += [(self._keys.pop(f.key), f.result()) for f in self._queue.next_batch(block=False)]
+        return out
+
+    def close(self, cancel: bool = False) -> None:
+        self._client.close()
+
+
+def runner(jobs: int = 1, dask: str | None = None, tasks: int = 2):
+    """The runner for a run: dask if an address is given, a pool for several jobs and tasks, else here."""
+    if dask:
+        return Dask(dask)
+    if jobs > 1 and tasks > 1:
+        return Pool(jobs)
+    return Local()
+
+
+def run_each(fn: Callable, jobs_args: Sequence[tuple], *, desc: str, failed: str, jobs: int = 1,
+             show_progress: bool | None = None) -> tuple[list, dict[str, str]]:
+    """``fn(*args)`` for every args tuple (first item: the file it is about), with a progress bar; a
+    problem is one line ``<message>: <failed>`` and the others go on. Returns (outputs in order,
+    {first item: error})."""
+    run = runner(jobs, tasks=len(jobs_args))
+    results: dict = {}
+    bar = progress(total=len(jobs_args), desc=desc, enabled=show_progress)
+    try:
+        for k, args in enumerate(jobs_args):
+            run.submit(k, fn, *args)
+        while len(results) < len(jobs_args):
+            for k, res in run.wait():
+                results[k] = res
+                if res[1]:
+                    log.warning(f"{res[1]}: {failed}")
+                bar.update()
+    finally:
+        bar.close()
+        run.close()
+    done = [results[k][0] for k in range(len(jobs_args)) if not results[k][1]]
+    errors = {str(jobs_args[k][0]): results[k][1] for k in range(len(jobs_args)) if results[k][1]}
+    return done, errors
