@@ -80,9 +80,9 @@ def record(phu: fits.Header, tables: dict, step: str, stamp: str, *, inputs=(), 
     prov = {"timestamp": [], "filename": [], "md5": [], "primitive": []}
     hist = {"timestamp_start": [], "timestamp_stop": [], "primitive": [], "args": []}
     for earlier in carried or []:
-        tables = earlier.tables if isinstance(earlier, Frame) else earlier
+        before = earlier.tables if isinstance(earlier, Frame) else earlier
         for name, acc in ((PROVENANCE, prov), (HISTORY, hist)):
-            rows = _rows(tables, name)
+            rows = _rows(before, name)
             if rows:
                 for col in acc:
                     acc[col] += rows.get(col, [""] * len(next(iter(rows.values()))))
