@@ -24,6 +24,7 @@ print(len(rg), len(mrg), read_processed(mrg[0]).phu["GMSINTER"], frame.planes[0]
 '''
 
 
+@pytest.mark.e2e
 def test_cookbook_script(small_run, tmp_path):
     out, truth = small_run
     script = tmp_path / "gmos_img_proc.py"

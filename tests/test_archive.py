@@ -163,6 +163,7 @@ def _run(stand_in, rawdir, *extra) -> int:
                  "--filter", "r", "--object", "M8-1", *extra])
 
 
+@pytest.mark.e2e
 def test_download_decompress_index_and_rerun(server, tmp_path, capsys):
     stand_in, raw, truth, private = server
     rawdir = tmp_path / "raw"
@@ -223,6 +224,7 @@ def test_local_compressed_copy_is_decompressed_not_fetched(server, tmp_path):
     assert (tmp_path / f.filename).read_bytes() == stand_in.files[f.filename]  # the user's copy is kept
 
 
+@pytest.mark.e2e
 def test_interrupted_transfer_resumes(server, tmp_path):
     stand_in, raw, truth, _ = server
     f = _one(stand_in, sorted(_expected(truth)[1])[0])
@@ -246,6 +248,7 @@ def test_server_errors_are_retried(server, tmp_path, caplog):
     assert caplog.text.count("HTTP 503") == 2 and (tmp_path / f.name).read_bytes() == (raw / f.name).read_bytes()
 
 
+@pytest.mark.e2e
 def test_partial_file_from_a_killed_run_is_completed(server, tmp_path):
     stand_in, raw, truth, _ = server
     f = _one(stand_in, sorted(_expected(truth)[2])[0])
@@ -260,6 +263,7 @@ def test_partial_file_from_a_killed_run_is_completed(server, tmp_path):
     assert not part.exists()
 
 
+@pytest.mark.e2e
 def test_interrupted_run_keeps_partial_files_and_the_next_run_resumes(server, tmp_path):
     """Ctrl-C in the middle of a run: it stops at once, keeps the partial transfers, and the next
     run asks only for the bytes it does not have."""
@@ -291,6 +295,7 @@ def test_interrupted_run_keeps_partial_files_and_the_next_run_resumes(server, tm
         assert (tmp_path / f.name).read_bytes() == (raw / f.name).read_bytes()
 
 
+@pytest.mark.e2e
 def test_archive_without_range_support(server, tmp_path):
     """A server that ignores Range sends the whole file again: the partial file is started over."""
     stand_in, raw, truth, _ = server
@@ -305,6 +310,7 @@ def test_archive_without_range_support(server, tmp_path):
     assert (tmp_path / f.name).read_bytes() == (raw / f.name).read_bytes()
 
 
+@pytest.mark.e2e
 def test_checksum_mismatch_is_refetched(server, tmp_path):
     stand_in, raw, truth, _ = server
     f = _one(stand_in, sorted(_expected(truth)[0])[1])

@@ -3,6 +3,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from gmosred.cli import main
 
 
@@ -25,6 +27,7 @@ def test_simulate_bad_size(capsys):
     assert "invalid choice: 'huge'" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_demo_on_existing_run(small_run, tmp_path, capsys):
     """The demo reuses a run made with the same settings, fetches it from the archive stand-in,
     reduces it and checks every step against the truth."""

@@ -41,6 +41,7 @@ def test_astropy_agrees(real_raw):
             np.testing.assert_array_equal(amp.data, hdul[amp.index].data)
 
 
+@pytest.mark.e2e
 def test_compressed_formats(real_raw, tmp_path):
     path, pixels = real_raw
     bz = tmp_path / "S20120922S0406.fits.bz2"

@@ -91,7 +91,8 @@ def _planes(detid, binning, roi):
 
 
 @pytest.mark.parametrize("detid, binning", [(d.detid, (4, 4)) for d in instruments.detector_sets()] + [
-    (M8, (2, 2)), (M8, (2, 1)), (M8, (1, 2)), (M8, (1, 1)), ("BI5-36-4k-2,BI11-33-4k-1,BI12-34-4k-1", (2, 2))])
+    (M8, (2, 2)), *(pytest.param(M8, b, marks=pytest.mark.e2e) for b in ((2, 1), (1, 2), (1, 1))),
+    ("BI5-36-4k-2,BI11-33-4k-1,BI12-34-4k-1", (2, 2))])
 def test_geometry_every_detector_set(detid, binning):
     """A plane that is linear in CCD coordinates is reproduced exactly through the mosaic's map."""
     det, f = _planes(detid, binning, "Full Frame")

@@ -13,6 +13,7 @@ from gmosred.pipeline import config, runners
 from gmosred.cli import main
 from gmosred.errors import GmosredError
 
+pytestmark = pytest.mark.e2e
 EPOCH = "1700000000"  # fixed processing time stamps: outputs comparable byte for byte
 
 

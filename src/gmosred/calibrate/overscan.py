@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..frame.sections import Section
 from ..params import checked, param
@@ -94,6 +93,8 @@ def measure(pixels: np.ndarray, biassec: Section, datasec: Section, family: str,
     rows = strip.mean(axis=1)
     rows_y = np.arange(ny, dtype=float)
     if params.mode == "row":
+        from scipy import ndimage  # here, not at import: the pipeline's start-up stays light
+
         smooth = ndimage.median_filter(rows, size=min(params.window, ny), mode="nearest")
         resid = rows - smooth
         sd = 1.4826 * np.median(np.abs(resid - np.median(resid)))

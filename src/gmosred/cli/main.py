@@ -237,20 +237,28 @@ def _mosaic(args) -> int:
 def _run(args) -> int:
     from .. import pipeline
     from ..pipeline import config
+    from ..pipeline.runners import runner
 
     cfg = config.load(args.config, config.parse_set(args.set))
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    with pipeline.logfile(args.workdir):
-        plan = pipeline.prepare(args.rawdir, args.workdir, cfg, jobs=args.jobs)
-        print(plan.describe())
-        if args.dry_run:
-            return 0
-        reports = pipeline.run_plan(plan, args.workdir, cfg, jobs=args.jobs, dask=args.dask, force=args.force)
-        print()
-        print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
-        for step, rep in reports.items():
-            print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
-        print(f"outputs and log (gmosred.log) in {args.workdir}")
+    # the workers start and load the kernels while the observing log is built
+    workers = None if args.dry_run else runner(args.jobs, args.dask, warm=True)
+    try:
+        with pipeline.logfile(args.workdir):
+            plan = pipeline.prepare(args.rawdir, args.workdir, cfg, jobs=args.jobs)
+            print(plan.describe())
+            if args.dry_run:
+                return 0
+            reports = pipeline.run_plan(plan, args.workdir, cfg, force=args.force, workers=workers)
+            workers = None
+    finally:
+        if workers is not None:
+            workers.close(cancel=True)
+    print()
+    print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
+    for step, rep in reports.items():
+        print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
+    print(f"outputs and log (gmosred.log) in {args.workdir}")
     return 1 if any(r.failed for r in reports.values()) or plan.problems else 0
 
 

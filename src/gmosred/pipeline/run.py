@@ -65,8 +65,10 @@ def _execute(step_name: str, task: Task, params: dict) -> str:
 
 
 def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | None = None, force: bool = False,
-             show_progress: bool | None = None) -> dict[str, StepReport]:
-    """Make every product of the plan that is not up to date; returns a report per step."""
+             show_progress: bool | None = None, workers=None) -> dict[str, StepReport]:
+    """Make every product of the plan that is not up to date; returns a report per step. ``workers``:
+    a runner started earlier (``runners.runner(..., warm=True)`` before the observing log is built),
+    used and closed here; otherwise one is made from ``jobs`` and ``dask``."""
     workdir = Path(workdir)
     if workdir.is_dir() and (stale := remove_stale_temporaries(workdir)):
         log.info(f"removed {len(stale)} unfinished file(s) left by a killed run")
@@ -87,12 +89,14 @@ def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | Non
         else:
             todo.append(task)
     if not todo:
+        if workers is not None:
+            workers.close(cancel=True)
         return reports
     pending = {str(t.output) for t in todo}
     failed: set[str] = set()
     waiting = list(todo)
     started: dict[str, float] = {}
-    run = runner(jobs, dask, tasks=len(todo))
+    run = workers or runner(jobs, dask, tasks=len(todo))
     bar = progress(total=len(todo), desc="run", enabled=show_progress)
     running = 0
     try:

@@ -21,7 +21,22 @@ log = logging.getLogger("gmosred")
 _PARENT = None
 
 
-def _die_with_parent(parent: int) -> None:
+def warm_up() -> None:
+    """Load what every task needs (numpy, astropy, scipy, the compiled kernels from numba's cache), so that a
+    worker started while the observing log is built is ready when the first task arrives."""
+    import astropy.table  # noqa: F401  (what astropy loads on a product's first table: 0.7 s)
+    import numpy as np
+    from scipy import ndimage  # noqa: F401  (the overscan's)
+
+    from ..engines.combine import CombineParams, combine_arrays
+    from ..engines.resample import resample
+
+    a = np.zeros((2, 2), np.float32)
+    combine_arrays([a, a, a], CombineParams(threads=1))
+    resample(a, a, np.zeros((2, 2), np.uint16), np.array([[1.0, 0, 0.5], [0, 1, 0]]), (2, 2), "linear")
+
+
+def _die_with_parent(parent: int, warm: bool = False) -> None:
     """Pool initializer: the worker is sent SIGTERM when the process that started it dies."""
     global _PARENT
     _PARENT = parent
@@ -35,6 +50,8 @@ def _die_with_parent(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+    if warm:
+        warm_up()
 
 
 def guarded(fn, *args):
@@ -74,14 +91,20 @@ class Local:
 class Pool:
     """One pool of ``jobs`` forked worker processes."""
 
-    def __init__(self, jobs: int):
+    def __init__(self, jobs: int, warm: bool = False):
+        """``warm``: start the workers now and load the kernels in them (while this process does other work)."""
         import multiprocessing
 
         self._pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"),
-                                         initializer=_die_with_parent, initargs=(os.getpid(),))
+                                         initializer=_die_with_parent, initargs=(os.getpid(), warm))
         self._running: dict[Future, object] = {}
+        self._used = False
+        if warm:
+            for _ in range(jobs):
+                self._pool.submit(int)  # starts a worker, which warms up in its initializer
 
     def submit(self, key, fn, *args) -> None:
+        self._used = True
         self._running[self._pool.submit(guarded, fn, *args)] = key
 
     def wait(self) -> list:
@@ -98,6 +121,7 @@ class Pool:
         return out
 
     def close(self, cancel: bool = False) -> None:
+        cancel = cancel or not self._used  # workers that only warmed up are not waited for
         if cancel:
             for proc in list(getattr(self._pool, "_processes", {}).values()):
                 proc.terminate()  # Ctrl-C: stop now, what is written whole stays
@@ -136,12 +160,12 @@ class Dask:
         self._client.close()
 
 
-def runner(jobs: int = 1, dask: str | None = None, tasks: int = 2):
+def runner(jobs: int = 1, dask: str | None = None, tasks: int = 2, warm: bool = False):
     """The runner for a run: dask if an address is given, a pool for several jobs and tasks, else here."""
     if dask:
         return Dask(dask)
     if jobs > 1 and tasks > 1:
-        return Pool(jobs)
+        return Pool(jobs, warm)
     return Local()
 
 
