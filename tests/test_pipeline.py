@@ -296,3 +296,42 @@ def test_step_commands_derive_from_the_table():
     with pytest.raises(SystemExit):
         main(["bias", "--lsigma", "x", "b.fits"])
     assert main(["bias", "--lsigma", "-1", "b.fits"]) == 2
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_workers_end_with_the_run(rawdir, tmp_path, how):
+    """kill -9 of a run takes its workers with it; Ctrl-C stops the whole run at once, keeping what was made."""
+    work = tmp_path / "w"
+    env = dict(os.environ, GMOSRED_NO_PROGRESS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gmosred", "run", str(rawdir), "--workdir", str(work), "--jobs", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work / "MCbias.fits").exists():
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert workers, "the run has worker processes"
+    t0 = time.time()
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=30)
+    if how == "SIGINT":
+        assert time.time() - t0 < 5 and proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+        assert (work / "MCbias.fits").exists()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)

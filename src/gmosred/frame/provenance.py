@@ -5,8 +5,8 @@
   carries their rows forward, so the table traces every product back to the raw files.
 * ``PROVHISTORY``: one row per step applied (timestamp_start, timestamp_stop, primitive, args): args
   is the step's resolved parameters and the gmosred version, as JSON.
-* Short primary-header keywords: ``GMOSRED`` (version), each calibration's name and MD5 (``BIASIM`` /
-  ``BIASMD5``, ``FLATIM`` / ``FLATMD5``), and ``SKIPPED`` when a step did not apply.
+* Short primary-header keywords: the step's time stamp, ``GMOSRED`` (version), each calibration's
+  name and MD5 (``BIASIM`` / ``BIASMD5``, ``FLATIM`` / ``FLATMD5``).
 """
 from __future__ import annotations
 
@@ -105,11 +105,6 @@ def record(phu: fits.Header, tables: dict, step: str, stamp: str, *, inputs=(), 
         phu[f"{key}IM"] = (Path(path).name if path else "none", f"{kind.capitalize()} image used")
         if path:
             phu[f"{key}MD5"] = (md5(path), f"MD5 of the {kind} image")
-
-
-def skipped(phu: fits.Header, step: str, why: str) -> None:
-    """Say in the header that ``step`` did not apply to this frame, and why."""
-    phu["SKIPPED"] = (f"{step}: {why}"[:68], "Step not applied to this frame")
 
 
 def history(frame: Frame) -> list[dict]:

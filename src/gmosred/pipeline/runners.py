@@ -121,11 +121,14 @@ class Pool:
         return out
 
     def close(self, cancel: bool = False) -> None:
+        if self._pool is None:
+            return  # closed already
         cancel = cancel or not self._used  # workers that only warmed up are not waited for
         if cancel:
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
                 proc.terminate()  # Ctrl-C: stop now, what is written whole stays
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        pool, self._pool = self._pool, None
+        pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
 class Dask:
