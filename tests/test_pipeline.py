@@ -289,7 +289,7 @@ def test_threads_do_not_remake(rawdir, reference, tmp_path):
 
 
 def test_step_commands_derive_from_the_table():
-    from gmosred.cli.main import STEP_COMMANDS
+    from gmosred.cli.calibrate import STEP_COMMANDS
     from gmosred.pipeline.steps import OPTIONS
 
     assert tuple(OPTIONS) == STEP_COMMANDS

@@ -1,2 +1,2 @@
 """The ``gmosred`` command."""
-from .main import build_parser, main  # noqa: F401
+from .main import build_parser, main  # noqa: F401  (the entry point and its parser)
