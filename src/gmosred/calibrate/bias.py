@@ -42,7 +42,7 @@ def make_master_bias(paths, out, combine: comb.CombineParams = comb.CombineParam
                 del res
 
         started = timestamp()
-        phu = provenance(first.raw.phu.copy(), readers, combine, overscan)
+        phu = combine_keywords(first.raw.phu.copy(), readers, combine, overscan)
         phu["OBJECT"] = "Bias"
         tables: dict = {}
         prov.record(phu, tables, "bias", "GBIAS", inputs=[r.path for r in readers], started=started,
@@ -58,7 +58,7 @@ def setup_keywords(phu, raw) -> None:
     phu["GAINSET"] = (raw.gain_setting, "Gain setting of the raw frames")
 
 
-def provenance(phu, readers, cp: comb.CombineParams, op: ovs.OverscanParams):
+def combine_keywords(phu, readers, cp: comb.CombineParams, op: ovs.OverscanParams):
     """The IRAF keywords of a master calibration: its inputs and combine settings."""
     setup_keywords(phu, readers[0].raw)
     phu["NCOMBINE"] = (len(readers), "Number of frames combined")

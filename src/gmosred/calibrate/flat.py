@@ -27,7 +27,7 @@ from ..frame.model import Frame, Plane, read_processed, timestamp, write
 from ..frame.sections import Section
 from . import masks
 from . import overscan as ovs
-from .bias import noise_var, provenance
+from .bias import combine_keywords, noise_var
 from .inputs import close_all, open_inputs
 
 log = logging.getLogger("gmosred")
@@ -183,7 +183,7 @@ def make_master_flat(paths, out, bias=None, params: FlatParams = FlatParams(), *
             hdr = first.header(ccd)
             planes.append(Plane(res.sci, hdr, res.var, res.dq, extver=ccd))
         norm = _normalise(planes, first, params)
-        phu = provenance(first.raw.phu.copy(), readers, combine, overscan)
+        phu = combine_keywords(first.raw.phu.copy(), readers, combine, overscan)
         phu["OBJECT"] = "Twilight"
         phu["GIFLNORM"] = (round(norm, 4), "Normalisation level (e-), CCD2 central region")
         phu["FLATMODE"] = (params.normalize, "ccd2: one level for all CCDs; ccd: each its own")

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..frame import dq as dqbits
 from .. import instruments
-from ..errors import GmosredError
 from ..params import checked, param
 from ..frame import provenance as prov
 from ..frame.model import Frame, Plane, RawFrame, read_raw, timestamp, write

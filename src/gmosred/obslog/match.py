@@ -119,5 +119,10 @@ def check(kind: str, cal, cal_name, frame, frame_name) -> None:
         raise GmosredError(f"{kind} {cal_name} does not fit {frame_name}: {what}")
 
 
+def values(kind: str, key: tuple) -> dict:
+    """{criterion: value} of a key made by :func:`log_key`."""
+    return dict(zip((c.name for c in calibration(kind).criteria), key))
+
+
 def describe(kind: str, key: tuple) -> str:
-    return ", ".join(f"{c.name} {v}" for c, v in zip(calibration(kind).criteria, key))
+    return ", ".join(f"{name} {v}" for name, v in values(kind, key).items())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from ..frame.model import stem
 from ..obslog import index as obslog
 from ..obslog import match
 from .config import Config
@@ -52,7 +53,7 @@ class Plan:
                 continue
             if step.per == "group":
                 for t in tasks:
-                    names = ", ".join(Path(i).name.split(".")[0] for i in t.inputs[:6])
+                    names = ", ".join(stem(i) for i in t.inputs[:6])
                     cals = "".join(f", {k} {Path(v).name}" for k, v in t.calibrations.items() if v)
                     lines.append(f"{name:7s}{t.output.name:34s} from {len(t.inputs)} frame(s){cals}: {names}"
                                  f"{' ...' if len(t.inputs) > 6 else ''}")
@@ -77,7 +78,7 @@ def _when(row) -> datetime | None:
 
 def _tag(key: tuple, kind: str) -> str:
     """The setup part of a master's name: '_GMOS-S_4x4_FullFrame_slow-low' (criteria values joined)."""
-    values = dict(zip((c.name for c in match.calibration(kind).criteria), key))
+    values = match.values(kind, key)
     binning = str(values.get("binning", "?")).replace(" ", "x")
     roi = str(values.get("roi", "?")).replace(" ", "")
     return f"_{values.get('instrument')}_{binning}_{roi}_{values.get('read_speed')}-{values.get('gain_setting')}"
@@ -149,7 +150,7 @@ def _plan_recipe(plan: Plan, frames: list[dict], recipe, made, workdir, cfg, sev
 
 
 def _setup_text(key: tuple) -> str:
-    v = dict(zip((c.name for c in match.calibration("bias").criteria), key))
+    v = match.values("bias", key)
     return (f"{v['instrument']} {str(v['binning']).replace(' ', 'x')} {v['roi']}, {v['read_speed']} read/"
             f"{v['gain_setting']} gain ({v['detector']})")
 
