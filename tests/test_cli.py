@@ -42,3 +42,30 @@ def test_demo_on_existing_run(small_run, tmp_path, capsys):
     assert len(list((tmp_path / "raw").glob("*.fits"))) == len(truth.frames)
     red = tmp_path / "reduced"
     assert (red / "MCbias.fits").exists() and len(list(red.glob("mrg*.fits"))) == 45
+
+
+@pytest.mark.e2e
+def test_tests_stand_alone(tmp_path):
+    """A copy of the repository with nothing beside it runs the tests that read packaged fixtures."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    files = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True)
+    if files.returncode != 0:
+        pytest.skip("not a git checkout")
+    copy = tmp_path / "alone" / "gmosred"
+    for name in files.stdout.split():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, copy / name)
+    assert not (copy.parent / "shared").exists()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GMOSRED_SHARED"}
+    env["PYTHONPATH"] = str(copy / "src")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_sections.py",
+                          "tests/test_mosaic.py::test_real_iraf_frame", "tests/test_frame.py"],
+                         cwd=copy, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert "passed" in res.stdout
+    where = subprocess.run([sys.executable, "-c", "import gmosred; print(gmosred.__file__)"], env=env,
+                           capture_output=True, text=True, cwd=copy).stdout.strip()
+    assert where.startswith(str(copy / "src")), where  # the copy's code ran, not the installed one
