@@ -23,33 +23,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .calibrate.bias import make_master_bias
-from .calibrate.flat import make_master_flat
-from .calibrate.reduce import reduce_frame, reduce_raw  # noqa: F401
+from .calibrate.reduce import reduce_raw  # noqa: F401
 from .errors import GmosredError
 from .frame.model import read, write  # noqa: F401
-from .mosaic import mosaic_file, mosaic_frame  # noqa: F401
-from .pipeline.steps import parameters
+from .mosaic import mosaic_frame  # noqa: F401
+from .pipeline.steps import make, parameters
 
 
 def bias(files, output="MCbias.fits", **params) -> Path:
     """Master bias from raw biases (gbias)."""
-    p = parameters("bias", params)
-    return make_master_bias([str(f) for f in files], output, p["bias"], overscan=p["overscan"])
+    return make("bias", files, params=parameters("bias", params), output=output)
 
 
 def flat(files, output, bias=None, **params) -> Path:
     """Master twilight flat of one filter (giflat)."""
-    p = parameters("flat", params)
-    return make_master_flat([str(f) for f in files], output, bias, p["flat"], overscan=p["overscan"],
-                            combine=p["flat_combine"])
+    return make("flat", files, params=parameters("flat", params), output=output, calibrations={"bias": bias})
 
 
-def _each(fn, files, keep_going: bool) -> list[Path]:
+def _each(step: str, files, outdir, calibrations: dict, keep_going: bool, params: dict) -> list[Path]:
+    p = parameters(step, params)
+    Path(outdir).mkdir(parents=True, exist_ok=True)
     out = []
-    for f in files:
+    for f in [files] if isinstance(files, (str, Path)) else files:
         try:
-            out.append(fn(f))
+            out.append(make(step, f, params=p, outdir=outdir, calibrations=calibrations))
         except GmosredError:
             if not keep_going:
                 raise
@@ -58,19 +55,12 @@ def _each(fn, files, keep_going: bool) -> list[Path]:
 
 def reduce(files, outdir=".", bias=None, flat=None, keep_going: bool = False, **params) -> list[Path]:
     """Basic reduction of raw science frames (gireduce): rg<file>.fits in ``outdir``."""
-    p = parameters("reduce", params)
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    files = [files] if isinstance(files, (str, Path)) else files
-    return _each(lambda f: reduce_frame(f, outdir, bias, flat, p["reduce"], overscan=p["overscan"]), files,
-                 keep_going)
+    return _each("reduce", files, outdir, {"bias": bias, "flat": flat}, keep_going, params)
 
 
 def mosaic(files, outdir=".", keep_going: bool = False, **params) -> list[Path]:
     """The CCDs of reduced frames into one plane (gmosaic): m<rg file>.fits in ``outdir``."""
-    p = parameters("mosaic", params)
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    files = [files] if isinstance(files, (str, Path)) else files
-    return _each(lambda f: mosaic_file(f, outdir, p["mosaic"]), files, keep_going)
+    return _each("mosaic", files, outdir, {}, keep_going, params)
 
 
 def run(rawdir, workdir, *, config=None, set: dict | None = None, jobs: int = 1, dask: str | None = None,

@@ -48,51 +48,43 @@ def _step_params(args, command: str) -> dict:
 
 
 def bias(args) -> int:
-    from ..calibrate.bias import make_master_bias
+    from ..pipeline.steps import make
 
-    p = _step_params(args, "bias")
-    out = make_master_bias(inputs(args.files), args.output, p["bias"], overscan=p["overscan"])
+    out = make("bias", inputs(args.files), params=_step_params(args, "bias"), output=args.output)
     print(f"wrote {out}")
     return 0
 
 
 def flat(args) -> int:
-    from ..calibrate.flat import make_master_flat
     from ..frame.model import filter_name, read_raw
+    from ..pipeline.steps import make
 
     files = inputs(args.files)
     p = _step_params(args, "flat")
     output = args.output or f"MCflat_{filter_name(read_raw(files[0]).phu)}.fits"
-    out = make_master_flat(files, output, bias=args.bias, params=p["flat"], overscan=p["overscan"],
-                           combine=p["flat_combine"])
+    out = make("flat", files, params=p, output=output, calibrations={"bias": args.bias})
     print(f"wrote {out}")
     return 0
 
 
-def _each(args, fn, jobs_args, verb: str) -> int:
-    from ..pipeline.runners import run_each
+def _each(args, step: str, calibrations: dict, verb: str) -> int:
+    """A per-frame step over every file given, in ``--jobs`` processes; a bad file is one line."""
+    from functools import partial
 
-    done, failed = run_each(fn, jobs_args, desc=verb, failed=f"not {verb}", jobs=args.jobs)
+    from ..pipeline.runners import run_each
+    from ..pipeline.steps import make
+
+    p = _step_params(args, step)
+    Path(args.outdir).mkdir(parents=True, exist_ok=True)
+    one = partial(make, step, params=p, outdir=args.outdir, calibrations=calibrations)
+    done, failed = run_each(one, [(f,) for f in inputs(args.files)], desc=verb, failed=f"not {verb}", jobs=args.jobs)
     print(f"{verb} {len(done)} frame(s) into {args.outdir}" + (f"; {len(failed)} failed" if failed else ""))
     return 1 if failed else 0
 
 
 def reduce(args) -> int:
-    p = _step_params(args, "reduce")
-    Path(args.outdir).mkdir(parents=True, exist_ok=True)
-    return _each(args, _reduce_one, [(f, args.outdir, args.bias, args.flat, p) for f in inputs(args.files)],
-                 "reduced")
-
-
-def _reduce_one(path, outdir, bias, flat, p):
-    from ..calibrate.reduce import reduce_frame
-
-    return reduce_frame(path, outdir, bias, flat, p["reduce"], overscan=p["overscan"])
+    return _each(args, "reduce", {"bias": args.bias, "flat": args.flat}, "reduced")
 
 
 def mosaic(args) -> int:
-    from ..mosaic import mosaic_file
-
-    p = _step_params(args, "mosaic")
-    Path(args.outdir).mkdir(parents=True, exist_ok=True)
-    return _each(args, mosaic_file, [(f, args.outdir, p["mosaic"]) for f in inputs(args.files)], "mosaicked")
+    return _each(args, "mosaic", {}, "mosaicked")

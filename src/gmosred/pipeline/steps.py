@@ -161,6 +161,19 @@ def parameters(step: str, given: dict, flag=lambda name: name) -> dict:
 DATES = {"bias": "bias_dates", "twiFlat": "flat_dates", "sciImg": "science_dates"}
 
 
+def make(name: str, inputs, *, params: dict, output=None, outdir=".", calibrations: dict | None = None) -> Path:
+    """One product of a step outside a plan (the step commands and the Python API): the step's own file
+    function; the output is named as the pipeline names it (in ``outdir``) unless ``output`` is given."""
+    step = STEPS[name]
+    inputs = [str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    if output is None:
+        if step.per == "group":
+            raise ValueError(f"{name}: give the output's name")
+        output = Path(outdir) / step.output(inputs[0], params)
+    cals = {kind: str(path) for kind, path in (calibrations or {}).items() if path}
+    return step.run(Task(name, Path(output), inputs, cals), params)
+
+
 def step_params(step: Step, cfg) -> dict:
     """{section: parameters} of a step under a configuration."""
     return {s: cfg[s] for s in step.sections}
