@@ -37,7 +37,7 @@ def test_demo_on_existing_run(small_run, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "using the simulated run already in" in text
     rows = re.findall(r"^(download|obslog|bias|flat|reduce|mosaic)\s.*\s(yes|NO)$", text, re.M)
-    assert [step for step, _ in rows] == ["download", "obslog", "bias", "flat", "reduce", "mosaic"]
+    assert [step for step, _ in rows] == ["download", "obslog", "bias", "flat", "reduce", "reduce", "mosaic"]
     assert all(ok == "yes" for _, ok in rows)
     assert len(list((tmp_path / "raw").glob("*.fits"))) == len(truth.frames)
     red = tmp_path / "reduced"

@@ -40,9 +40,10 @@ def test_hamamatsu_12_amplifiers(tmp_path):
     raw = frame.read_raw(layouts.write_raw(tmp_path / "S1.fits", "BI5-36-4k-2,BI11-33-4k-1,BI12-34-4k-1"))
     assert [a.data.shape for a in raw.amps] == [(2112, 288)] * 12
     assert [str(a.biassec) for a in raw.amps[:2]] == ["[257:288,1:2112]", "[1:32,1:2112]"]
-    assert [a.ampname for a in raw.ccd_amps(2)] == [f"BI11-33-4k-1, {k}" for k in (1, 2, 3, 4)]
+    # left to right as in Gemini's real masks (DETSEC [2049:2560] is 'BI11-33-4k-1, 4')
+    assert [a.ampname for a in raw.ccd_amps(2)] == [f"BI11-33-4k-1, {k}" for k in (4, 3, 2, 1)]
     amp = instruments.amplifier("BI11-33-4k-1, 3", "2016-03-01", "slow", "low")
-    assert raw.ccd_amps(2)[2].gain == amp.gain
+    assert raw.ccd_amps(2)[1].gain == amp.gain
 
 
 def test_eev_6_amplifiers(tmp_path):

@@ -67,7 +67,13 @@ def combine_keywords(phu, readers, cp: comb.CombineParams, op: ovs.OverscanParam
     phu["COMBTYPE"] = (cp.method, "Combine method")
     phu["REJECT"] = (cp.reject, "Rejection")
     phu["LSIGMA"], phu["HSIGMA"], phu["NKEEP"] = cp.lsigma, cp.hsigma, cp.nkeep
-    mode = ovs.resolve(op, readers[0].raw.detector.family).mode
-    phu["OVSMODE"] = (mode, "Overscan mode used (none: not subtracted)")
-    phu["TRIMMED"] = ("yes", "Overscan section trimmed")
+    trim_keywords(phu, readers[0])
     return phu
+
+
+def trim_keywords(phu, reader) -> None:
+    """What the overscan and trim did: OVSMODE, TRIMMED and (detectors with bottom rows) BOTROWS."""
+    phu["OVSMODE"] = (reader.planes[reader.ccds[0]][0].overscan.mode, "Overscan mode used (none: not subtracted)")
+    phu["TRIMMED"] = ("yes", "Overscan section trimmed")
+    if reader.bottom_rows != "none":
+        phu["BOTROWS"] = (reader.bottom_rows, f"Bottom {reader.raw.detector.bottom_rows} unbinned rows")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from astropy.io import fits
 
 from ..frame.model import AmpImage, RawFrame, read_raw
 from ..frame.sections import Section
+from . import masks
 from . import overscan as ovs
 
 
@@ -50,6 +51,17 @@ class AmpInPlane:
         return out
 
 
+def trimmed_bottom(amp: AmpImage, det) -> AmpImage:
+    """The amplifier without the rows in its CCD's bottom rows (Gemini IRAF's trim of Hamamatsu CCDs)."""
+    rows = masks.bottom_rows(det, amp.ccdsec, amp.binning)
+    if not rows:
+        return amp
+    d, c, s = amp.datasec, amp.ccdsec, amp.detsec
+    up = rows * amp.binning[1]
+    return replace(amp, datasec=Section(d.x1, d.x2, d.y1 + rows, d.y2), ccdsec=Section(c.x1, c.x2, c.y1 + up, c.y2),
+                   detsec=Section(s.x1, s.x2, s.y1 + up, s.y2))
+
+
 class CCDReader:
     """The CCD planes of one raw file (see the module docstring)."""
 
@@ -61,6 +73,7 @@ class CCDReader:
         else:
             self.raw, self.path = read_raw(path), Path(path)
         det = self.raw.detector
+        self._overscan = overscan
         self._tmp = None
         self._fd = None
         self.planes: dict[int, list[AmpInPlane]] = {}
@@ -69,8 +82,10 @@ class CCDReader:
             x0 = min(a.ccdsec.x1 for a in amps) // amps[0].binning[0]
             placed = []
             for a in amps:
-                measured = ovs.measure(a.data, a.biassec, a.datasec, det.family, det.overscan_contaminated_columns,
-                                       overscan, ybin=a.binning[1])
+                if overscan.bottom_rows == "trim":
+                    a = trimmed_bottom(a, det)
+                measured = ovs.measure(a.data, a.biassec, a.datasec, det.overscan_contaminated_columns, overscan,
+                                       a.binning[1], bottom_rows=det.bottom_rows, first_row=a.ccdsec.y1)
                 start = a.ccdsec.x1 // a.binning[0] - x0
                 cols = slice(start, start + a.datasec.x2 - a.datasec.x1)
                 placed.append(AmpInPlane(a, cols, measured, self._source(a, in_memory, tmpdir)))
@@ -78,6 +93,14 @@ class CCDReader:
         if not in_memory:
             for a in self.raw.amps:
                 a.data = None  # the pixels are read again band by band
+
+    @property
+    def bottom_rows(self) -> str:
+        """What was done with the detector's bottom rows: 'trimmed', 'flagged' or 'none' (no such rows)."""
+        det = self.raw.detector
+        if not det.bottom_rows:
+            return "none"
+        return "trimmed" if self._overscan.bottom_rows == "trim" else "flagged"
 
     def _source(self, amp: AmpImage, in_memory: bool, tmpdir) -> tuple:
         if in_memory:

@@ -7,8 +7,13 @@ weights proportional to their level (the inverse variance of a scaled flat), rej
 (stars, cosmic rays) against each flat's own noise model (read noise, gain, Poisson: ``varclip``
 about the median), so that good photons are kept: the master reaches the photon limit of its
 inputs. One level from CCD2 (clipped median of the central region) normalises all CCDs (the cookbook's giflat: CCD-to-CCD sensitivity
-stays in the flat), or each CCD its own (``normalize="ccd"``). Unilluminated pixels are set to 1
-and flagged DQ 64, so that science frames stay finite there.
+stays in the flat), or each CCD its own (``normalize="ccd"``).
+
+Unilluminated pixels are set to 1 and flagged DQ 64 (so that science frames are never divided by
+nothing): those of the illumination mask (and kept bottom rows), and, as a safety net and where no mask
+is known, those whose flat is consistent with no light: below ``unlit_below`` of their CCD's level, or
+within 3 sigma (their VAR) of zero. Each CCD's header counts them: NUNLITM (mask only), NUNLITD (data
+only), NUNLITB (both).
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ class FlatParams:
     max_saturated: float = param(0.005, "fraction of CCD2's central pixels at the ADC limit above which a flat "
                                         "is saturated", low=0, high=1)
     weight: bool = param(True, "weight the flats by their level")
+    unlit_below: float = param(0.1, "a pixel whose flat is below this fraction of its CCD's level (or within "
+                                    "3 sigma of zero) gets no light: flat 1, DQ 64", low=0, high=1)
 
 
 #: giflat's combine: average with variance clipping about a trimmed centre, VAR from the inputs'.
@@ -120,6 +127,10 @@ def check_calibration(cal: Frame, cal_path, reader, kind: str) -> None:
     if cal_mode and (cal_mode == "none") != (mode == "none"):
         state = {True: "not subtracted", False: "subtracted"}
         problems.append(f"overscan {state[cal_mode == 'none']} in the {kind} but {state[mode == 'none']} in the frame")
+    cal_rows = str(cal.phu.get("BOTROWS", "none")).strip()
+    if cal_rows != reader.bottom_rows:
+        problems.insert(0, f"bottom rows {cal_rows} in the {kind} but {reader.bottom_rows} in the frame "
+                           "(the [overscan] bottom_rows setting)")
     if problems:
         raise GmosredError(f"{kind} {cal_path} does not match {reader.path}: {'; '.join(problems)}")
 
@@ -187,6 +198,9 @@ def make_master_flat(paths, out, bias=None, params: FlatParams = FlatParams(), *
         phu["OBJECT"] = "Twilight"
         phu["GIFLNORM"] = (round(norm, 4), "Normalisation level (e-), CCD2 central region")
         phu["FLATMODE"] = (params.normalize, "ccd2: one level for all CCDs; ccd: each its own")
+        counts = {k: sum(int(p.header[k]) for p in planes) for k in ("NUNLITM", "NUNLITD", "NUNLITB")}
+        log.info(f"{out.name}: {sum(counts.values())} unlit pixels flagged ({counts['NUNLITB']} by mask and flat, "
+                 f"{counts['NUNLITM']} by the mask only, {counts['NUNLITD']} by the flat only)")
         for k, (r, lv) in enumerate(zip(readers, levels), start=1):
             phu[f"FLTLEV{k:02d}"] = (round(lv, 2), f"Level (e-) of {r.path.name}")
         result = Frame(phu, planes)
@@ -225,24 +239,52 @@ def _flat_level(r, bias_frame, params: FlatParams) -> tuple[float, str | None]:
 
 
 def _lit(reader, ccd, hdr):
-    unlit = masks.static_mask(reader.raw.detector.detid, "illum", ccd, Section.parse(hdr["CCDSEC"]), reader.raw.binning)
+    unlit = masks.unilluminated(reader.raw, ccd, Section.parse(hdr["CCDSEC"]))
     return None if unlit is None else ~unlit
+
+
+#: A flat within this many sigma of zero is consistent with no light.
+UNLIT_NSIGMA = 3.0
+
+
+def _flag_unlit(p: Plane, mask_unlit: np.ndarray | None, ccd2_level: float, params: FlatParams) -> np.ndarray:
+    """Flag the plane's unilluminated pixels (DQ 64) from the mask and from the data; record the counts."""
+    sci = p.sci
+    above = sci > params.unlit_below * ccd2_level  # the CCD's level, from what is clearly lit
+    usable = above & ((p.dq & dqbits.FAIL) == 0)
+    level = clipped_mean(sci[usable], median=True) if usable.any() else ccd2_level
+    noise = UNLIT_NSIGMA * np.sqrt(np.maximum(p.var, 0)) if p.var is not None else 0.0
+    data = (sci < params.unlit_below * level) | (sci <= noise)
+    data &= (p.dq & dqbits.NO_DATA) == 0
+    mask = np.zeros_like(data) if mask_unlit is None else mask_unlit
+    p.header["NUNLITM"] = (int(np.count_nonzero(mask & ~data)), "Unlit pixels from the mask only")
+    p.header["NUNLITD"] = (int(np.count_nonzero(data & ~mask)), f"Unlit from the flat only (<{params.unlit_below:g} level)")
+    p.header["NUNLITB"] = (int(np.count_nonzero(data & mask)), "Unlit pixels from mask and flat")
+    unlit = mask | data
+    p.dq |= np.where(unlit, dqbits.UNILLUMINATED, 0).astype(np.uint16)
+    return unlit
 
 
 def _normalise(planes: list[Plane], reader, params: FlatParams) -> float:
     """Divide by CCD2's central level (or each CCD by its own); unilluminated pixels -> 1, DQ 64."""
-    levels = {}
+    p2 = next((p for p in planes if p.extver == 2), None)
+    if p2 is None:
+        raise GmosredError("flats without CCD2 cannot be normalised")
+    lit2 = _lit(reader, 2, p2.header)
+    ys, xs = central_region(p2.header, reader.raw.binning, p2.sci.shape)
+    good2 = (p2.dq & dqbits.FAIL) == 0
+    if lit2 is not None:
+        good2 &= lit2
+    rough = clipped_mean(p2.sci[ys, xs][good2[ys, xs]], median=True)
     for p in planes:
         lit = _lit(reader, p.extver, p.header)
-        if lit is not None:
-            p.dq |= np.where(lit, 0, dqbits.UNILLUMINATED).astype(np.uint16)
+        _flag_unlit(p, None if lit is None else ~lit, rough, params)
+    levels = {}
+    for p in planes:
         good = (p.dq & (dqbits.FAIL | dqbits.UNILLUMINATED)) == 0
         if p.extver == 2:
-            ys, xs = central_region(p.header, reader.raw.binning, p.sci.shape)
             levels[2] = clipped_mean(p.sci[ys, xs][good[ys, xs]], median=True)
         levels.setdefault(p.extver, clipped_mean(p.sci[good], median=True) if params.normalize == "ccd" else None)
-    if 2 not in levels:
-        raise GmosredError("flats without CCD2 cannot be normalised")
     for p in planes:
         norm = levels[2] if params.normalize == "ccd2" or p.extver == 2 else levels[p.extver]
         p.sci /= np.float32(norm)

@@ -2,12 +2,20 @@
 
 Modes:
 
-* ``row`` (DRAGONS' default for EEV/e2v): the mean of each row's overscan pixels, with rows that
-  deviate from a running median by more than ``sigma`` replaced by that median;
+* ``row`` (the default for every detector set, as DRAGONS' ``function="none"``): the mean of each row's
+  overscan pixels, with rows that deviate from a running median by more than ``sigma`` replaced by
+  that median;
 * ``constant``: one sigma-clipped level for the whole amplifier;
 * ``chebyshev`` / ``spline``: a fit of the row means with iterative sigma clipping (``order`` is the
-  polynomial order, or the number of spline pieces); DRAGONS fits Hamamatsu overscans with order 6
-  and leaves out the bottom 48 unbinned rows.
+  polynomial order, or the number of spline pieces). Fits leave out the CCD's bottom rows (Hamamatsu:
+  48 unbinned, from the detector table), as DRAGONS does when asked for a polynomial (its order 6).
+
+Why row by row for Hamamatsu too (DRAGONS' default; Gemini IRAF fitted order 6): a bias that wanders by
+a few ADU over a few hundred rows, e.g. a 3 ADU ripple over 300 rows, is not followed by an order-6
+Chebyshev over 4224 rows (2.1 ADU rms left in every row), while the row levels follow it and carry only
+their own noise, the read noise over the square root of the overscan columns (0.41 ADU rms for 2.2 ADU
+read noise and 27 columns; ``tests/test_calibrate.py::test_overscan_follows_a_ripple``), which averages
+down in a master bias.
 
 The columns next to the data are contaminated by charge from it (4 for EEV, 5 for e2v DD: the
 detector table); they and the outermost column are skipped.
@@ -26,21 +34,23 @@ MODES = ("row", "constant", "chebyshev", "spline", "none")
 EDGE_COLUMNS = 1
 #: Where the detector table has no contamination width (Hamamatsu), skip as many as for EEV.
 DEFAULT_CONTAMINATED = 4
-#: DRAGONS' Hamamatsu defaults.
-HAMAMATSU_ORDER, HAMAMATSU_SKIP_ROWS_UNBINNED = 6, 48
 
 
 @checked
 class OverscanParams:
     """How to measure the overscan (one set for every step, so that bias, flats and science agree)."""
 
-    mode: str | None = param(None, "overscan mode; none: the family default (row for EEV and e2v DD, "
-                                   "chebyshev order 6 for Hamamatsu)", choices=MODES)
+    mode: str = param("row", "overscan mode (row: each row's level, DRAGONS' default for every GMOS CCD)",
+                      choices=MODES)
     order: int = param(1, "fit order (chebyshev) or number of pieces (spline)", low=0)
     sigma: float = param(3.0, "rejection limit for rows (sigma)", low=0, low_open=True)
     niter: int = param(5, "rejection iterations of the fit", low=0)
     window: int = param(31, "running-median rows for the row mode", low=1)
-    skip_rows: int | None = param(None, "bottom rows (unbinned) left out of fits; none: the family default", low=0)
+    skip_rows: int | None = param(None, "bottom rows (unbinned) left out of fits; none: the CCD's bottom rows "
+                                        "(Hamamatsu 48)", low=0)
+    bottom_rows: str = param("trim", "Hamamatsu's bottom 48 unbinned rows (no light; their bias departs from "
+                                     "the overscan): trim them as Gemini IRAF does, or keep them flagged DQ 64",
+                             choices=("trim", "flag"))
 
 
 @dataclass
@@ -58,14 +68,11 @@ class Overscan:
         return float(np.mean(self.levels)) if self.levels.size else 0.0
 
 
-def resolve(params: OverscanParams, family: str) -> OverscanParams:
-    """The family defaults: row for EEV and e2v DD; Chebyshev order 6 without the bottom 48 rows for Hamamatsu."""
-    if params.mode is not None:
-        return params
-    if family == "Hamamatsu":
-        return OverscanParams("chebyshev", HAMAMATSU_ORDER, params.sigma, params.niter, params.window,
-                              HAMAMATSU_SKIP_ROWS_UNBINNED if params.skip_rows is None else params.skip_rows)
-    return OverscanParams("row", params.order, params.sigma, params.niter, params.window, params.skip_rows)
+def fit_skip(params: OverscanParams, bottom_rows: int, first_row: int, ybin: int) -> int:
+    """Binned rows at the start of the data left out of a fit: ``skip_rows`` (default: the CCD's bottom
+    rows) counted from the CCD's first row; rows already trimmed count as left out."""
+    skip = bottom_rows if params.skip_rows is None else params.skip_rows
+    return max(0, -(-(skip - first_row) // ybin))
 
 
 def used_section(biassec: Section, datasec: Section, contaminated: int | None) -> Section:
@@ -80,10 +87,13 @@ def used_section(biassec: Section, datasec: Section, contaminated: int | None) -
     return Section(x1, x2, biassec.y1, biassec.y2)
 
 
-def measure(pixels: np.ndarray, biassec: Section, datasec: Section, family: str, contaminated: int | None,
-            params: OverscanParams, ybin: int = 1) -> Overscan:
-    """Measure the overscan of one raw amplifier ``pixels`` (uint16 or float, full extension)."""
-    params = resolve(params, family)
+def measure(pixels: np.ndarray, biassec: Section, datasec: Section, contaminated: int | None,
+            params: OverscanParams, ybin: int = 1, *, bottom_rows: int = 0, first_row: int = 0) -> Overscan:
+    """Measure the overscan of one raw amplifier ``pixels`` (uint16 or float, full extension).
+
+    ``first_row``: the unbinned CCD row where ``datasec`` starts; ``bottom_rows``: the CCD's rows that fits
+    leave out by default.
+    """
     ny = datasec.y2 - datasec.y1
     if params.mode == "none":
         return Overscan("none", np.zeros(ny, np.float32), None, 0.0, 0.0)
@@ -103,8 +113,7 @@ def measure(pixels: np.ndarray, biassec: Section, datasec: Section, family: str,
         pixel_rms = float(np.std(strip[~bad] - levels[~bad, None]))
         variance = pixel_rms**2 / ncol
     else:
-        skip = (params.skip_rows or 0) // ybin
-        use = rows_y >= skip
+        use = rows_y >= fit_skip(params, bottom_rows, first_row, ybin)
         levels, kept = _fit(rows_y, rows, use, params, ny)
         pixel_rms = float(np.std(strip[kept] - levels[kept, None]))
         # the variance of a fitted level: pixel variance over the pixels per fitted parameter

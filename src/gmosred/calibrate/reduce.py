@@ -25,7 +25,7 @@ from ..frame.model import Frame, Plane, RawFrame, read_raw, timestamp, write
 from ..frame.sections import Section
 from . import masks
 from . import overscan as ovs
-from .bias import noise_var, setup_keywords
+from .bias import noise_var, setup_keywords, trim_keywords
 from .ccd import CCDReader
 from .flat import SATURATED_AT, check_calibration, load_calibration
 
@@ -51,10 +51,10 @@ def reduce_raw(raw: RawFrame, bias_frame: Frame | None = None, flat_frame: Frame
     phu = raw.phu.copy()
     setup_keywords(phu, raw)
     phu["GGAIN"] = (timestamp(), "UT time stamp for GGAIN")
-    phu["TRIMMED"] = ("yes", "Overscan section trimmed")
-    phu["OVSMODE"] = (reader.planes[reader.ccds[0]][0].overscan.mode, "Overscan mode used")
-    phu["BPMFILE"] = (masks.mask_name(raw.detector.detid, "bpm", None if params.bpm in (None, "none") else params.bpm)
-                      if params.bpm != "none" else "none", "Static bad-pixel mask")
+    trim_keywords(phu, reader)
+    phu["BPMFILE"] = ("none" if params.bpm == "none" else masks.mask_name(raw, "bpm", params.bpm), "Static bad-pixel mask")
+    phu["ILLMFILE"] = ("none" if params.illum == "none" else masks.mask_name(raw, "illum", params.illum),
+                       "Illumination mask")
     phu["BUNIT"] = ("electron", "Units of SCI")
     reader.close()
     return Frame(phu, planes)
@@ -105,11 +105,10 @@ def _reduce_ccd(reader: CCDReader, ccd: int, bias_frame, flat_frame, params: Red
         well[a.columns] = np.inf if w is None else w
     levels = np.array([a.overscan.levels for a in amps], np.float32)
     ccdsec = Section.parse(hdr["CCDSEC"])
-    bpm = unlit = None
+    bpm = None
     if params.bpm != "none":
-        bpm = masks.static_mask(raw.detector.detid, "bpm", ccd, ccdsec, raw.binning, params.bpm)
-    if params.illum != "none":
-        unlit = masks.static_mask(raw.detector.detid, "illum", ccd, ccdsec, raw.binning, params.illum)
+        bpm = masks.static_mask(raw.detector.detid, "bpm", ccd, ccdsec, raw.binning, params.bpm, raw.date)
+    unlit = masks.unilluminated(raw, ccd, ccdsec, params.illum)
     b = bias_frame.plane(ccd) if bias_frame is not None else None
     f = flat_frame.plane(ccd) if flat_frame is not None else None
     sci = np.empty(c.shape, np.float32)

@@ -8,7 +8,7 @@ from pathlib import Path
 def simulate(args) -> int:
     from ..simulate import simulate_run
 
-    out = simulate_run(args.outdir, size=args.size, seed=args.seed, jobs=args.jobs)
+    out = simulate_run(args.outdir, size=args.size, seed=args.seed, jobs=args.jobs, detector=args.detector)
     n = len(list((Path(out) / "raw").glob("*.fits")))
     print(f"wrote {n} raw files to {Path(out) / 'raw'} and the truth to {Path(out) / 'truth'}")
     return 0

@@ -13,6 +13,15 @@ import sys
 from . import archive, calibrate, frames, obslog, pipeline
 
 
+def _detectors() -> tuple[str, ...]:
+    """The simulator's detector sets (its table, read without importing the simulator)."""
+    import csv
+    from importlib import resources
+
+    with (resources.files("gmosred") / "simulate" / "data" / "detectors.csv").open(newline="") as f:
+        return tuple(r["name"] for r in csv.DictReader(f))
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; the options derived from the step parameters are added for ``command`` only."""
     p = argparse.ArgumentParser(
@@ -20,21 +29,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Reduce Gemini GMOS imaging data: raw archive files to calibrated mosaics.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    DETECTORS = _detectors()
 
     s = sub.add_parser("demo", help="simulate the M8 run and show what gmosred makes of it")
     s.add_argument("dir", nargs="?", default="gmosred-demo", help="working folder (default: ./gmosred-demo)")
     s.add_argument("--size", choices=("small", "full"), default="small", help="4x4 (small) or 2x2 (full) binning")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--jobs", type=int, default=2, help="processes for the simulation (default 2)")
+    s.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0],
+                   help="detector set to simulate (default: gmos-s-eev, the real M8 program's)")
     s.set_defaults(func=pipeline.demo)
 
-    s = sub.add_parser("simulate", help="make a simulated GMOS-S observing run with its truth")
+    s = sub.add_parser("simulate", help="make a simulated GMOS observing run with its truth")
     s.add_argument("outdir", help="output folder: raw files go to OUTDIR/raw, the truth to OUTDIR/truth")
     s.add_argument("--size", choices=("small", "full", "program"), default="small",
                    help="small: 4x4 binning, 65 frames; full: 2x2, 70 frames; program: 2x2, the real "
                         "program's size (90 science, ~300 calibrations)")
     s.add_argument("--seed", type=int, default=1, help="random seed (the run is deterministic for a seed)")
     s.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    s.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0],
+                   help="detector set (default: gmos-s-eev, the real M8 program's); the run moves to its "
+                        "telescope and years")
     s.set_defaults(func=frames.simulate)
 
     s = sub.add_parser("download", help="fetch a program's raw files and their calibrations from the Gemini archive",

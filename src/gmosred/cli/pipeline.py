@@ -42,4 +42,4 @@ def config(args) -> int:
 def demo(args) -> int:
     from ..demo import run_demo
 
-    return run_demo(Path(args.dir), size=args.size, seed=args.seed, jobs=args.jobs)
+    return run_demo(Path(args.dir), size=args.size, seed=args.seed, jobs=args.jobs, detector=args.detector)

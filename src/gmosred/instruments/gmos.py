@@ -18,12 +18,6 @@ from ..errors import GmosredError
 
 DATA = resources.files(__package__) / "data"
 
-#: Static masks shipped with the package, keyed by (detid, kind, binning).
-STATIC_MASKS = {
-    ("EEV2037-06-03EEV8194-19-04EEV8261-07-04", "bpm", (4, 4)): "gmos-s_bpm_EEV_44_3amp_v3.fits.bz2",
-    ("EEV2037-06-03EEV8194-19-04EEV8261-07-04", "illum", (2, 2)): "gmos-s_illum_EEV_22_3amp_v1.fits.bz2",
-}
-
 
 class UnknownInstrumentError(GmosredError):
     """A detector, amplifier, filter or setting that the tables do not know."""
@@ -129,6 +123,7 @@ class DetectorSet:
     pixel_scale: float  # arcsec per unbinned pixel
     slow_read_ampinteg_above: int
     overscan_contaminated_columns: int | None
+    bottom_rows: int  # unbinned rows at the bottom of each CCD that Gemini IRAF trims (Hamamatsu: 48)
     ccd_names: tuple[str, str, str]  # CCDNAME of CCD1..3
 
     def read_speed(self, ampinteg: float) -> str:
@@ -162,6 +157,7 @@ def _detector_sets() -> dict[str, DetectorSet]:
             placements=placements, pixel_scale=scales[(d["instrument"], d["dettype"])],
             slow_read_ampinteg_above=int(d["slow_read_ampinteg_above"]),
             overscan_contaminated_columns=int(contam) if contam else None,
+            bottom_rows=int(d["bottom_rows_unbinned"] or 0),
             ccd_names=tuple(d["ccd_names"].split(";")))
     return sets
 
@@ -240,9 +236,42 @@ def filter_wavelengths() -> dict[str, float]:
     return {r["key"]: float(r["value"]) for r in _rows("filter_wavelengths.csv")}
 
 
-def static_mask_path(detid: str, kind: str):
-    """Packaged static mask ('bpm' or 'illum') for a detector set and its binning, or None."""
-    for (d, k, binning), name in STATIC_MASKS.items():
-        if d == detid.strip() and k == kind:
-            return DATA / name, binning
-    return None
+@dataclass(frozen=True)
+class StaticMask:
+    """One packaged static mask (``data/masks.csv``): Gemini's BPM (bad pixels) or illumination mask
+    (unilluminated pixels) of a detector set at one binning. Valid dates are optional (blank: always)."""
+
+    file: str
+    kind: str  # 'bpm' or 'illum'
+    instrument: str
+    detid: str
+    binning: tuple[int, int]
+    version: int
+    valid_from: str
+    valid_before: str
+
+    @property
+    def path(self):
+        return DATA / "masks" / self.file
+
+
+@cache
+def static_masks() -> list[StaticMask]:
+    """Every packaged static mask."""
+    return [StaticMask(r["file"], r["kind"], r["instrument"], r["detid"], (int(r["xbin"]), int(r["ybin"])),
+                       int(r["version"]), r["valid_from"], r["valid_before"]) for r in _rows("masks.csv")]
+
+
+def static_mask(detid: str, kind: str, binning: tuple[int, int], date=None) -> StaticMask | None:
+    """The packaged mask ('bpm' or 'illum') for a detector set, binning and date, or None.
+
+    Among the masks of the detector set valid on ``date``: the one at the frame's binning, else the finest
+    (it is rebinned); of those, the highest version (as DRAGONS picks).
+    """
+    day = _isodate(date) if date else None
+    found = [m for m in static_masks() if m.detid == detid.strip() and m.kind == kind
+             and (day is None or ((not m.valid_from or m.valid_from <= day)
+                                  and (not m.valid_before or day < m.valid_before)))]
+    if not found:
+        return None
+    return max(found, key=lambda m: (m.binning == tuple(binning), -m.binning[0] * m.binning[1], m.version))

@@ -8,6 +8,7 @@ check that every section lands where it should.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,36 @@ def ampname(det: instruments.DetectorSet, ccd: int, amp: int, namps: int) -> str
     """AMPNAME of amplifier ``amp`` (0-based, left to right) of CCD ``ccd`` (1-based)."""
     name = det.ccd_names[ccd - 1]
     if det.family == "Hamamatsu":
-        return f"{name}, {amp + 1}"
+        return f"{name}, {namps - amp}"  # real headers: amplifier 4 reads the leftmost columns
     if namps == 1:  # one amplifier: CCD3 is read from the right, the others from the left (real header)
         return f"{name}, {'right' if ccd == 3 else 'left'}"
     return f"{name}, {'left' if amp == 0 else 'right'}"
+
+
+@dataclass(frozen=True)
+class AmpLayout:
+    """Where one amplifier of a full-frame readout sits: its CCD, name and unbinned CCD columns."""
+
+    ccd: int  # 1..3
+    index: int  # 0-based, left to right within the CCD
+    name: str
+    x1: int  # unbinned CCD columns [x1, x2)
+    x2: int
+    overscan_right: bool  # the overscan follows the data (the amplifier reads from the left)
+
+
+def amplifiers(det: instruments.DetectorSet, namps: int | None = None) -> list[AmpLayout]:
+    """The amplifiers of a detector set read with ``namps`` per CCD (default: the family's usual), in
+    file order (CCD1 to CCD3, left to right)."""
+    namps = namps or AMPS_PER_CCD[det.family]
+    width = det.ccd_shape[1] // namps
+    out = []
+    for ccd in (1, 2, 3):
+        for k in range(namps):
+            name = ampname(det, ccd, k, namps)
+            right = name.endswith("left") if det.family != "Hamamatsu" else k % 2 == 0
+            out.append(AmpLayout(ccd, k, name, k * width, (k + 1) * width, right))
+    return out
 
 
 def detector_position(x, y):
@@ -66,31 +93,28 @@ def write_raw(path, detid: str, binning: tuple[int, int] = (2, 2), roi: str = "F
                 "DETRO1X": r.x1 + 1, "DETRO1XS": (r.x2 - r.x1) // bx, "DETRO1Y": r.y1 + 1,
                 "DETRO1YS": (r.y2 - r.y1) // by})
     hdus = [fits.PrimaryHDU(header=phu)]
-    amp_width = nx_ccd // namps
-    for ccd in (1, 2, 3):
-        for k in range(namps):
-            x0 = (ccd - 1) * nx_ccd + k * amp_width  # detector columns of this amplifier (unbinned, 0-based)
-            x1, x2 = max(x0, r.x1), min(x0 + amp_width, r.x2)
-            if x2 <= x1:
-                continue
-            nx, ny = (x2 - x1) // bx, (r.y2 - r.y1) // by
-            name = ampname(det, ccd, k, namps)
-            overscan_right = name.endswith("left") if det.family != "Hamamatsu" else k % 2 == 0
-            dx = 0 if overscan_right else OVERSCAN_COLUMNS
-            # unbinned detector coordinates of each binned pixel's centre
-            xs = x1 + (np.arange(nx) + 0.5) * bx - 0.5
-            ys = r.y1 + (np.arange(ny) + 0.5) * by - 0.5
-            image = np.full((ny, nx + OVERSCAN_COLUMNS), bias)
-            image[:, dx:dx + nx] += detector_position(xs[None, :], ys[:, None])
-            hdr = fits.Header()
-            ccdx = x1 - (ccd - 1) * nx_ccd
-            hdr.update({
-                "CCDNAME": det.ccd_names[ccd - 1], "AMPNAME": name, "GAIN": 2.0, "RDNOISE": 3.5,
-                "CCDSUM": f"{bx} {by}", "CCDSIZE": f"[1:{nx_ccd},1:{ny_ccd}]",
-                "CCDSEC": f"[{ccdx + 1}:{ccdx + x2 - x1},{r.y1 + 1}:{r.y2}]",
-                "DETSEC": f"[{x1 + 1}:{x2},{r.y1 + 1}:{r.y2}]",
-                "DATASEC": f"[{dx + 1}:{dx + nx},1:{ny}]",
-                "BIASSEC": f"[{nx + 1}:{nx + OVERSCAN_COLUMNS},1:{ny}]" if overscan_right else f"[1:{OVERSCAN_COLUMNS},1:{ny}]",
-            })
-            hdus.append(fits.ImageHDU(np.rint(image).astype(np.uint16), hdr))
+    for amp in amplifiers(det, namps):
+        ccd, name, overscan_right = amp.ccd, amp.name, amp.overscan_right
+        x0 = (ccd - 1) * nx_ccd + amp.x1  # detector columns of this amplifier (unbinned, 0-based)
+        x1, x2 = max(x0, r.x1), min(x0 + amp.x2 - amp.x1, r.x2)
+        if x2 <= x1:
+            continue
+        nx, ny = (x2 - x1) // bx, (r.y2 - r.y1) // by
+        dx = 0 if overscan_right else OVERSCAN_COLUMNS
+        # unbinned detector coordinates of each binned pixel's centre
+        xs = x1 + (np.arange(nx) + 0.5) * bx - 0.5
+        ys = r.y1 + (np.arange(ny) + 0.5) * by - 0.5
+        image = np.full((ny, nx + OVERSCAN_COLUMNS), bias)
+        image[:, dx:dx + nx] += detector_position(xs[None, :], ys[:, None])
+        hdr = fits.Header()
+        ccdx = x1 - (ccd - 1) * nx_ccd
+        hdr.update({
+            "CCDNAME": det.ccd_names[ccd - 1], "AMPNAME": name, "GAIN": 2.0, "RDNOISE": 3.5,
+            "CCDSUM": f"{bx} {by}", "CCDSIZE": f"[1:{nx_ccd},1:{ny_ccd}]",
+            "CCDSEC": f"[{ccdx + 1}:{ccdx + x2 - x1},{r.y1 + 1}:{r.y2}]",
+            "DETSEC": f"[{x1 + 1}:{x2},{r.y1 + 1}:{r.y2}]",
+            "DATASEC": f"[{dx + 1}:{dx + nx},1:{ny}]",
+            "BIASSEC": f"[{nx + 1}:{nx + OVERSCAN_COLUMNS},1:{ny}]" if overscan_right else f"[1:{OVERSCAN_COLUMNS},1:{ny}]",
+        })
+        hdus.append(fits.ImageHDU(np.rint(image).astype(np.uint16), hdr))
     return write_atomic(fits.HDUList(hdus), path)

@@ -7,26 +7,71 @@ and written into the truth.
 """
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
+from functools import cache, cached_property
+from importlib import resources
 
 import numpy as np
 from scipy import ndimage
 
 from .. import instruments
+from ..frame.sections import Section
+from . import layouts
 from . import plan as obsplan
 
-DETID = "EEV2037-06-03EEV8194-19-04EEV8261-07-04"
-DETECTOR = "GMOS + Blue1 + new CCD1"
-#: Amplifiers read in the M8 run, one per CCD (as in the real header).
-AMPNAMES = ("EEV 2037-06-03, left", "EEV 8194-19-04, left", "EEV 8261-07-04, right")
-CCDNAMES = ("EEV 2037-06-03", "EEV 8194-19-04", "EEV 8261-07-04")
-#: The stale GAIN / RDNOISE placeholders raw headers carry (values of the real header).
-STALE_GAIN = (2.0, 1.9, 1.9)
-STALE_RDNOISE = (3.2, 3.5, 3.1)
-OVERSCAN_COLUMNS = 32
-READ_SPEED, GAIN_SETTING, AMPINTEG = "slow", "low", 5000
+OVERSCAN_COLUMNS = layouts.OVERSCAN_COLUMNS
+READ_SPEED, GAIN_SETTING = "slow", "low"
 ADC_MAX = 65535
+#: The M8 run's detector set (the real program's); ``gmosred simulate --detector`` picks another.
+DEFAULT_CAMERA = "gmos-s-eev"
+#: The real M8 header (GMOS-S EEV): AMPINTEG of its slow read and the stale GAIN / RDNOISE placeholders.
+EEV_M8_HEADER = {"AMPINTEG": 5000, "GAIN": (2.0, 1.9, 1.9), "RDNOISE": (3.2, 3.5, 3.1)}
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One detector set as the simulator observes with it (``data/detectors.csv``).
+
+    ``detector`` is the PHU DETECTOR value of the set's real files; the rest are simulation choices: the run
+    is moved ``years_after_2006`` into the set's years at its telescope (same nights of the year), its i-band
+    fringes are ``fringe_scale`` times EEV's (thicker, deep-depletion CCDs fringe less), and its bottom rows
+    (Hamamatsu) carry a bias excess of ``bottom_bias_adu`` that the overscan does not see.
+    """
+
+    name: str
+    detid: str
+    detector: str
+    years_after_2006: int
+    fringe_scale: float
+    bottom_bias_adu: float
+
+    @property
+    def detset(self) -> instruments.DetectorSet:
+        return instruments.detector_set(self.detid)
+
+    @cached_property
+    def amps(self) -> list[layouts.AmpLayout]:
+        return layouts.amplifiers(self.detset)
+
+    @property
+    def site(self) -> str:
+        return self.detset.instrument[-1]  # 'S' or 'N'
+
+
+@cache
+def cameras() -> dict[str, Camera]:
+    with (resources.files(__package__) / "data" / "detectors.csv").open(newline="") as f:
+        return {r["name"]: Camera(r["name"], r["detid"], r["detector"], int(r["years_after_2006"]),
+                                  float(r["fringe_scale"]), float(r["bottom_bias_adu"])) for r in csv.DictReader(f)}
+
+
+def camera(name: str) -> Camera:
+    try:
+        return cameras()[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; choose from {', '.join(cameras())}") from None
 
 # ---- simulation choices (not instrument facts) ------------------------------------------
 #: Narrow-band zero points relative to r: the ratio of bandwidths (~7 nm vs ~136 nm).
@@ -54,20 +99,28 @@ COSMIC_RATE = 6.0e-8
 NEBULA_PIXEL, NEBULA_HALF = 0.5, (600.0, 270.0)
 
 
-def zero_points() -> dict[str, dict[str, float]]:
-    """Zero point (mag for 1 e-/s) per band and CCD (1-based), from the nominal GMOS-S EEV table."""
+def _nominal(cam: Camera, ccd_name: str, band: str) -> float:
+    """The nominal zero point of one CCD, or of the whole set where the table has no per-CCD value."""
+    try:
+        return instruments.nominal_zeropoint(ccd_name, band)
+    except instruments.UnknownInstrumentError:
+        return instruments.nominal_zeropoint(cam.detid, band)
+
+
+def zero_points(cam: Camera | None = None) -> dict[str, dict[str, float]]:
+    """Zero point (mag for 1 e-/s) per band and CCD (1-based), from the nominal table of the detector set."""
+    cam = cam or camera(DEFAULT_CAMERA)
     out = {}
     for band in obsplan.FILTERS:
         source = band if band in ("r", "i") else "r"
         offset = 0.0 if band in ("r", "i") else NARROWBAND_ZP_OFFSET
-        out[band] = {str(c + 1): instruments.nominal_zeropoint(name, source) + offset
-                     for c, name in enumerate(CCDNAMES)}
+        out[band] = {str(c + 1): _nominal(cam, name, source) + offset for c, name in enumerate(cam.detset.ccd_names)}
     return out
 
 
-def ccd_sensitivity(band: str) -> list[float]:
+def ccd_sensitivity(band: str, cam: Camera | None = None) -> list[float]:
     """Response of each CCD relative to CCD2, from the per-CCD zero points."""
-    zp = zero_points()[band]
+    zp = zero_points(cam)[band]
     return [10 ** (0.4 * (zp[str(c)] - zp["2"])) for c in (1, 2, 3)]
 
 
@@ -76,10 +129,19 @@ class Layout:
     """Pixel layout of the simulated detector at one binning (full-frame ROI)."""
 
     binning: int
+    camera_name: str = DEFAULT_CAMERA
+
+    @property
+    def camera(self) -> Camera:
+        return camera(self.camera_name)
 
     @property
     def detector(self) -> instruments.DetectorSet:
-        return instruments.detector_set(DETID)
+        return self.camera.detset
+
+    def amp_columns(self, amp: layouts.AmpLayout) -> slice:
+        """The binned columns of a CCD plane that one amplifier reads."""
+        return slice(amp.x1 // self.binning, amp.x2 // self.binning)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -363,33 +425,38 @@ def focal_coords(layout: Layout, ccd: int) -> tuple[np.ndarray, np.ndarray]:
     return fx, fy
 
 
+def _mask_file(layout: Layout, kind: str):
+    """The finest packaged mask of the layout's detector set (bpm or illum), loaded whole, or None."""
+    from ..calibrate import masks
+
+    det = layout.detector
+    found = instruments.static_mask(det.detid, kind, (1, 1))
+    return None if found is None else masks.load(str(found.path), det.ccd_shape)
+
+
 def _bpm(layout: Layout) -> list[np.ndarray]:
-    """The real GMOS-S EEV bad-pixel mask (4x4) brought to the layout's binning."""
-    from astropy.io import fits
+    """The detector set's real bad-pixel mask brought to the layout's binning (none packaged: no bad pixels)."""
+    from ..calibrate import masks
 
-    path, (bx, by) = instruments.static_mask_path(DETID, "bpm")
-    import bz2
-    import io
-
-    with fits.open(io.BytesIO(bz2.decompress(path.read_bytes()))) as hdul:
-        masks = [hdul["SCI", c].data.astype(bool) for c in (1, 2, 3)]
-    f = bx // layout.binning
-    return [np.repeat(np.repeat(m, f, axis=0), f, axis=1) if f > 1 else m for m in masks]
+    loaded = _mask_file(layout, "bpm")
+    if loaded is None:
+        return [np.zeros(layout.shape, bool) for _ in range(3)]
+    binning, whole = loaded
+    ny, nx = layout.detector.ccd_shape
+    b = (layout.binning, layout.binning)
+    return [masks.rebin_mask(whole[c], binning, Section(0, nx, 0, ny), b) for c in (1, 2, 3)]
 
 
 def _illumination(layout: Layout) -> list[np.ndarray]:
-    """Lit fraction of every pixel from the real 2x2 illumination mask (64 = unlit)."""
-    from astropy.io import fits
-
-    path, (bx, by) = instruments.static_mask_path(DETID, "illum")
-    import bz2
-    import io
-
-    with fits.open(io.BytesIO(bz2.decompress(path.read_bytes()))) as hdul:
-        lit = [(hdul["SCI", c].data == 0).astype(np.float32) for c in (1, 2, 3)]
-    f = layout.binning // bx
-    if f > 1:
-        lit = [m.reshape(m.shape[0] // f, f, m.shape[1] // f, f).mean(axis=(1, 3)) for m in lit]
+    """Lit fraction of every binned pixel from the detector set's finest real illumination mask."""
+    loaded = _mask_file(layout, "illum")
+    if loaded is None:
+        return [np.ones(layout.shape, np.float32) for _ in range(3)]
+    (bx, by), whole = loaded
+    lit = [(~whole[c]).astype(np.float32) for c in (1, 2, 3)]
+    fx, fy = layout.binning // bx, layout.binning // by
+    if fx > 1 or fy > 1:
+        lit = [m.reshape(m.shape[0] // fy, fy, m.shape[1] // fx, fx).mean(axis=(1, 3)) for m in lit]
     return lit
 
 
@@ -411,12 +478,20 @@ def detector_truth(layout: Layout, rng: np.random.Generator) -> DetectorTruth:
     bpm = _bpm(layout)
     bias2d, badpix, hot_rate, p2p, fringe = [], [], [], [], []
     yy = np.linspace(0, 1, ny)[:, None]
+    cam = layout.camera
     for c in range(3):
         columns = rng.normal(0.0, 0.8, nx)[None, :]
-        glow = 3.0 * np.exp(-np.arange(nx)[None, :] / (40.0 / layout.binning * 2))
-        if c == 2:  # CCD3 is read from the right
-            glow = glow[:, ::-1]
-        bias2d.append((columns + 1.5 * yy + glow + rng.normal(0, 0.3, (ny, nx))).astype(np.float32))
+        glow = np.zeros((1, nx))
+        for amp in (a for a in cam.amps if a.ccd == c + 1):  # amplifier glow at the side each reads from
+            cols = layout.amp_columns(amp)
+            ramp = 3.0 * np.exp(-np.arange(cols.stop - cols.start) / (40.0 / layout.binning * 2))
+            glow[0, cols] = ramp if amp.overscan_right else ramp[::-1]
+        bias = columns + 1.5 * yy + glow + rng.normal(0, 0.3, (ny, nx))
+        bottom = layout.detector.bottom_rows // layout.binning
+        if bottom and cam.bottom_bias_adu:  # the bottom rows' excess, which their overscan does not share
+            y = (np.arange(bottom) + 0.5) * layout.binning
+            bias[:bottom] += cam.bottom_bias_adu * np.exp(-y / 16.0)[:, None]
+        bias2d.append(bias.astype(np.float32))
         kind = np.zeros((ny, nx), np.uint8)
         # bad pixels in the real mask: column segments either dead-ish or hot, chosen per column
         cols = np.unique(np.nonzero(bpm[c])[1])
@@ -433,7 +508,7 @@ def detector_truth(layout: Layout, rng: np.random.Generator) -> DetectorTruth:
                       * (0.6 + 0.4 * _random_field(rng, (ny, nx), 3.0, 200.0 / layout.binning).clip(-1, 1)).astype(np.float32))
     flats = {}
     for band in obsplan.FILTERS:
-        sens = ccd_sensitivity(band)
+        sens = ccd_sensitivity(band, cam)
         per_ccd = []
         for c in range(3):
             vig = vignetting(layout, c + 1)

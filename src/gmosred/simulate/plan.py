@@ -25,8 +25,8 @@ FILTER1 = "open1-6"
 EXPTIME = {"Ha": 120.0, "HaC": 120.0, "SII": 120.0, "r": 30.0, "i": 30.0}
 #: Sky position angle (deg) of the observations.
 PA = 0.0
-#: Gemini South (Cerro Pachon): latitude, longitude (deg, east positive).
-SITE_LAT, SITE_LON = -30.2407, -70.7367
+#: Gemini South (Cerro Pachon) and North (Maunakea): latitude, longitude (deg, east positive).
+SITES = {"S": (-30.2407, -70.7367), "N": (19.8238, -155.4690)}
 #: Dither pattern offsets (p, q) in arcsec.
 DITHERS = ((0.0, 0.0), (12.0, 9.0), (-10.0, 14.0), (9.0, -12.0), (-13.0, -8.0), (4.0, 17.0), (-6.0, -15.0))
 SCIENCE_NIGHTS = ("2006-09-10", "2006-09-23", "2006-10-08")
@@ -83,19 +83,19 @@ class Exposure:
         return asdict(self)
 
 
-def sidereal_time(when: datetime) -> float:
+def sidereal_time(when: datetime, site: str = "S") -> float:
     """Local apparent sidereal time (hours) at the site; GMST formula good to ~1 s here."""
     j2000 = datetime(2000, 1, 1, 12)
     days = (when - j2000).total_seconds() / 86400.0
     gmst = (280.46061837 + 360.98564736629 * days) % 360.0
-    return ((gmst + SITE_LON) % 360.0) / 15.0
+    return ((gmst + SITES[site][1]) % 360.0) / 15.0
 
 
-def altaz(ra: float, dec: float, when: datetime) -> tuple[float, float, float, float]:
+def altaz(ra: float, dec: float, when: datetime, site: str = "S") -> tuple[float, float, float, float]:
     """(elevation deg, azimuth deg, hour angle h, LST h) of (ra, dec) at the site."""
-    lst = sidereal_time(when)
+    lst = sidereal_time(when, site)
     ha = ((lst * 15.0 - ra + 180.0) % 360.0) - 180.0
-    h, d, lat = map(math.radians, (ha, dec, SITE_LAT))
+    h, d, lat = map(math.radians, (ha, dec, SITES[site][0]))
     sin_alt = math.sin(d) * math.sin(lat) + math.cos(d) * math.cos(lat) * math.cos(h)
     alt = math.asin(sin_alt)
     az = math.atan2(-math.sin(h) * math.cos(d), math.sin(d) * math.cos(lat) - math.cos(d) * math.sin(lat) * math.cos(h))
@@ -124,55 +124,68 @@ def offset_position(ra: float, dec: float, east: float, north: float) -> tuple[f
 class _Files:
     """Archive-style file names, numbered per UT date from 0001."""
 
-    def __init__(self):
+    def __init__(self, site: str = "S"):
+        self.site = site
         self.count: dict[str, int] = {}
 
     def next(self, when: datetime) -> str:
         day = when.strftime("%Y%m%d")
         self.count[day] = self.count.get(day, 0) + 1
-        return f"S{day}S{self.count[day]:04d}"
+        return f"{self.site}{day}S{self.count[day]:04d}"
 
 
 def _stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
-def _sky_fields(exp: Exposure, when: datetime) -> None:
-    exp.elevation, exp.azimuth, exp.hour_angle, exp.lst = altaz(exp.ra, exp.dec, when)
+def _sky_fields(exp: Exposure, when: datetime, site: str) -> None:
+    exp.elevation, exp.azimuth, exp.hour_angle, exp.lst = altaz(exp.ra, exp.dec, when, site)
     exp.airmass = airmass(exp.elevation)
 
 
-def observing_plan(size: str, rng: np.random.Generator) -> list[Exposure]:
-    """Every exposure of the run in time order."""
+def program(site: str = "S", years: int = 0) -> str:
+    """The run's program id at a telescope and year (the real one: GS-2006B-Q-18)."""
+    return f"G{site}-{2006 + years}B-Q-18" if (site, years) != ("S", 0) else PROGRAM
+
+
+def _day(day: str, years: int) -> str:
+    return f"{int(day[:4]) + years}{day[4:]}"
+
+
+def observing_plan(size: str, rng: np.random.Generator, site: str = "S", years: int = 0) -> list[Exposure]:
+    """Every exposure of the run in time order, at Gemini South or North (``site``), ``years`` after 2006."""
     spec = SIZES[size]
-    files = _Files()
+    files = _Files(site)
     plan: list[Exposure] = []
+    prog = program(site, years)
     # biases: daytime, spread over the dates
     for n in range(spec.biases):
-        day = BIAS_DATES[n % len(BIAS_DATES)]
+        day = _day(BIAS_DATES[n % len(BIAS_DATES)], years)
         k = n // len(BIAS_DATES)
         when = datetime.fromisoformat(day) + timedelta(hours=17, seconds=45 * k)
-        cal = f"GS-CAL{day.replace('-', '')}"
+        cal = f"G{site}-CAL{day.replace('-', '')}"
         plan.append(Exposure(files.next(when), "BIAS", "dayCal", "Bias", "", _stamp(when), 0.0, cal, 1, k + 1,
                              ra=M8_RA, dec=M8_DEC))
     # twilight flats: evening sequences of falling sky level, each filter on the flat nights
     for i, band in enumerate(FILTERS):
         for n in range(spec.flats_per_filter):
-            day = FLAT_NIGHTS[(n + i) % len(FLAT_NIGHTS)]
+            day = _day(FLAT_NIGHTS[(n + i) % len(FLAT_NIGHTS)], years)
             when = datetime.fromisoformat(day) + timedelta(hours=23, minutes=4 * i, seconds=40 * n)
             level = TWILIGHT_LEVELS[n % len(TWILIGHT_LEVELS)] * rng.uniform(0.9, 1.1)
-            cal = f"GS-CAL{day.replace('-', '')}"
+            cal = f"G{site}-CAL{day.replace('-', '')}"
             ra, dec = offset_position(M8_RA + 40.0, -30.0, rng.uniform(-60, 60), rng.uniform(-60, 60))
             exp = Exposure(files.next(when), "OBJECT", "dayCal", "Twilight", band, _stamp(when),
                            float(rng.choice([1.0, 2.0, 3.0, 5.0])), cal, 2 + i, n + 1, ra=ra, dec=dec)
             exp.extra["twilight_level_e"] = float(level)
             # twilight sky gradient across the field: a few tenths of a percent per 165 arcsec
             exp.extra["gradient"] = [float(g) for g in rng.normal(0.0, 0.002, 2)]
-            _sky_fields(exp, when)
+            _sky_fields(exp, when, site)
             plan.append(exp)
     # science: one night per pointing, all filters, dithered
     for p, (name, (east, north)) in enumerate(POINTINGS.items()):
-        night = datetime.fromisoformat(SCIENCE_NIGHTS[p % len(SCIENCE_NIGHTS)]) + timedelta(hours=0, minutes=40)
+        night = datetime.fromisoformat(_day(SCIENCE_NIGHTS[p % len(SCIENCE_NIGHTS)], years)) + timedelta(minutes=40)
+        if site == "N":  # M8 transits about 6 h later in UT at Maunakea
+            night += timedelta(hours=6)
         base_ra, base_dec = offset_position(M8_RA, M8_DEC, east, north)
         when = night
         for f, band in enumerate(FILTERS):
@@ -182,8 +195,8 @@ def observing_plan(size: str, rng: np.random.Generator) -> list[Exposure]:
                 # PA = 0: p points East... q North; the offsets are applied on the sky
                 ra, dec = offset_position(base_ra, base_dec, -dp, dq)
                 exp = Exposure(files.next(when), "OBJECT", "science", name, band, _stamp(when), EXPTIME[band],
-                               PROGRAM, 10 * (p + 1) + f, d + 1, ra=ra, dec=dec, poffset=dp, qoffset=dq)
-                _sky_fields(exp, when + timedelta(seconds=EXPTIME[band] / 2))
+                               prog, 10 * (p + 1) + f, d + 1, ra=ra, dec=dec, poffset=dp, qoffset=dq)
+                _sky_fields(exp, when + timedelta(seconds=EXPTIME[band] / 2), site)
                 plan.append(exp)
                 when += timedelta(seconds=EXPTIME[band] + 35.0)
             when += timedelta(seconds=120.0)

@@ -9,7 +9,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import instruments
-from . import model
+from . import layouts, model
 from . import plan as obsplan
 
 CALTYPES = {"BIAS": "bias", "Twilight": "twilight"}
@@ -50,6 +50,14 @@ def _hms(hours: float, sign: bool = False) -> str:
 
 def primary_header(exp: obsplan.Exposure, layout: model.Layout, pa_header: float) -> fits.Header:
     phu, _ = template()
+    cam = layout.camera
+    ny, nx = cam.detset.ccd_shape
+    namps = len(cam.amps) // 3
+    eev = cam.name == model.DEFAULT_CAMERA
+    # the real M8 header's values; other sets: a slow-read AMPINTEG by the detector table's rule
+    detsize = "[1:6144,1:4644]" if eev else f"[1:{3 * nx},1:{ny}]"
+    ampinteg = model.EEV_M8_HEADER["AMPINTEG"] if eev else cam.detset.slow_read_ampinteg_above + 1000
+    telescope = "Gemini-North" if cam.site == "N" else "Gemini-South"
     start = datetime.fromisoformat(exp.start)
     end = start + timedelta(seconds=exp.exptime + 0.4)
     mjd = (start - datetime(1858, 11, 17)).total_seconds() / 86400.0
@@ -66,8 +74,9 @@ def primary_header(exp: obsplan.Exposure, layout: model.Layout, pa_header: float
         "XOFFSET": exp.poffset, "YOFFSET": exp.qoffset, "POFFSET": exp.poffset, "QOFFSET": exp.qoffset,
         "RAOFFSET": -exp.poffset, "DECOFFSE": exp.qoffset, "PA": obsplan.PA,
         "OIARA": exp.ra + 0.05, "OIADEC": exp.dec + 0.03, "OIAOBJEC": "simulated",
-        "DETECTOR": model.DETECTOR, "DETID": model.DETID, "DETSIZE": "[1:6144,1:4644]",
-        "NCCDS": 3, "NAMPS": 1, "AMPINTEG": model.AMPINTEG,
+        "INSTRUME": cam.detset.instrument, "OBSERVAT": telescope, "TELESCOP": telescope,
+        "DETECTOR": cam.detector, "DETID": cam.detid, "DETSIZE": detsize,
+        "NCCDS": 3, "NAMPS": namps, "AMPINTEG": ampinteg,
         "SHUTTER": "CLOSED" if exp.obstype == "BIAS" else "OPEN",
         "DATE-OBS": start.strftime("%Y-%m-%d"), "TIME-OBS": start.strftime("%H:%M:%S.%f")[:10],
         "UTSTART": start.strftime("%H:%M:%S.%f")[:10], "UTEND": end.strftime("%H:%M:%S.%f")[:10],
@@ -75,7 +84,7 @@ def primary_header(exp: obsplan.Exposure, layout: model.Layout, pa_header: float
         "EXPOSURE": float(round(exp.exptime)),
         "FILTER1": obsplan.FILTER1, "FILTER2": obsplan.FILTER2.get(band, "open2-8"),
         "FILTID1": 0, "FILTID2": 0, "WAVELENG": 10000.0 * instruments.filter_wavelengths().get(band, 0.65),
-        "DETRO1X": 1, "DETRO1XS": 6144 // layout.binning, "DETRO1Y": 1, "DETRO1YS": 4608 // layout.binning,
+        "DETRO1X": 1, "DETRO1XS": 3 * nx // layout.binning, "DETRO1Y": 1, "DETRO1YS": ny // layout.binning,
         "AIRMASS": round(exp.airmass, 3), "AMSTART": round(exp.airmass, 3), "AMEND": round(exp.airmass, 3),
         "RELEASE": (start + timedelta(days=548)).strftime("%Y-%m-%d"),
         "RAWIQ": "70-percentile", "RAWCC": "50-percentile", "RAWBG": "Any", "RAWGEMQA": "USABLE",
@@ -87,40 +96,48 @@ def primary_header(exp: obsplan.Exposure, layout: model.Layout, pa_header: float
     return phu
 
 
-def extension_header(ccd: int, layout: model.Layout, wcs_cards: dict, mjd: float) -> fits.Header:
+def extension_header(amp: layouts.AmpLayout, number: int, layout: model.Layout, wcs_cards: dict, mjd: float,
+                     table: instruments.Amplifier) -> fits.Header:
+    """The raw header of one amplifier (``number``: its place in the file, 1-based)."""
     _, hdr = template()
     b = layout.binning
     ny, nx = layout.shape
+    nxa = (amp.x2 - amp.x1) // b
     osc = model.OVERSCAN_COLUMNS
-    right = model.AMPNAMES[ccd - 1].endswith("right")
-    datasec = f"[{osc + 1}:{osc + nx},1:{ny}]" if right else f"[1:{nx},1:{ny}]"
-    biassec = f"[1:{osc},1:{ny}]" if right else f"[{nx + 1}:{nx + osc},1:{ny}]"
-    x0 = (ccd - 1) * 2048
+    datasec = f"[1:{nxa},1:{ny}]" if amp.overscan_right else f"[{osc + 1}:{osc + nxa},1:{ny}]"
+    biassec = f"[{nxa + 1}:{nxa + osc},1:{ny}]" if amp.overscan_right else f"[1:{osc},1:{ny}]"
+    ny_u, nx_u = layout.detector.ccd_shape
+    x0 = (amp.ccd - 1) * nx_u + amp.x1
+    cam = layout.camera
+    if cam.name == model.DEFAULT_CAMERA:  # the real header's stale placeholders
+        gain, rdnoise = model.EEV_M8_HEADER["GAIN"][amp.ccd - 1], model.EEV_M8_HEADER["RDNOISE"][amp.ccd - 1]
+    else:
+        gain, rdnoise = round(table.gain, 2), round(table.read_noise, 2)
     values = dict(wcs_cards)
     values.update({
-        "MJD-OBS": mjd, "CCDNAME": model.CCDNAMES[ccd - 1], "AMPNAME": model.AMPNAMES[ccd - 1],
-        "GAIN": model.STALE_GAIN[ccd - 1], "RDNOISE": model.STALE_RDNOISE[ccd - 1],
-        "CCDSUM": f"{b} {b}", "CCDSEC": "[1:2048,1:4608]", "DETSEC": f"[{x0 + 1}:{x0 + 2048},1:4608]",
-        "DATASEC": datasec, "BIASSEC": biassec, "FRAMEID": str(ccd - 1),
+        "MJD-OBS": mjd, "CCDNAME": layout.detector.ccd_names[amp.ccd - 1], "AMPNAME": amp.name,
+        "GAIN": gain, "RDNOISE": rdnoise, "CCDSUM": f"{b} {b}", "CCDSIZE": f"[1:{nx_u},1:{ny_u}]",
+        "CCDSEC": f"[{amp.x1 + 1}:{amp.x2},1:{ny_u}]", "DETSEC": f"[{x0 + 1}:{x0 + amp.x2 - amp.x1},1:{ny_u}]",
+        "DATASEC": datasec, "BIASSEC": biassec, "FRAMEID": str(number - 1),
     })
     for key, value in values.items():
         hdr[key] = value
     return hdr
 
 
-def raw_pixels(electrons: np.ndarray, ccd: int, layout: model.Layout, amp: instruments.Amplifier,
-               bias_level: float, row: np.ndarray, bias2d: np.ndarray,
+def raw_pixels(electrons: np.ndarray, amp: layouts.AmpLayout, table: instruments.Amplifier, bias_level: float,
+               row: np.ndarray, bias2d: np.ndarray, full_well: float | None,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Raw uint16 extension (data + overscan) from detected electrons; also the saturation mask.
-
-    ``electrons`` already include photon noise; ``amp`` gives gain and read noise.
-    """
-    ny, nx = layout.shape
+    """Raw uint16 extension (data + overscan) of one amplifier from its detected electrons (photon noise
+    included; clipped at the full well where the table has one); also its saturation mask."""
+    ny, nx = electrons.shape
     osc = model.OVERSCAN_COLUMNS
-    rn = amp.read_noise / amp.gain
-    data = electrons / amp.gain + bias_level + row[:, None] + bias2d + rng.normal(0.0, rn, (ny, nx))
+    rn = table.read_noise / table.gain
+    if full_well is not None:
+        electrons = np.minimum(electrons, full_well)
+    data = electrons / table.gain + bias_level + row[:, None] + bias2d + rng.normal(0.0, rn, (ny, nx))
     over = bias_level + row[:, None] + rng.normal(0.0, rn, (ny, osc))
-    right = model.AMPNAMES[ccd - 1].endswith("right")
+    right = not amp.overscan_right  # overscan on the left, data on the right
     edge = data[:, :1] if right else data[:, -1:]
     signal = np.clip(edge - bias_level, 0.0, None)
     for k, frac in enumerate(model.OVERSCAN_LEAK):
@@ -129,6 +146,9 @@ def raw_pixels(electrons: np.ndarray, ccd: int, layout: model.Layout, amp: instr
     full = np.hstack([over, data]) if right else np.hstack([data, over])
     full = np.floor(full + 0.5)
     saturated = full >= model.ADC_MAX
+    if full_well is not None:
+        saturated |= np.hstack([np.zeros((ny, osc), bool), electrons >= full_well] if right
+                               else [electrons >= full_well, np.zeros((ny, osc), bool)])
     np.clip(full, 0, model.ADC_MAX, out=full)
     sat_data = saturated[:, osc:] if right else saturated[:, :nx]
     return full.astype(np.uint16), sat_data

@@ -18,20 +18,23 @@ from . import plan as obsplan
 _STATE: dict = {}  # shared with forked workers: the static truth
 
 
-def simulate_run(outdir, size: str = "small", seed: int = 1, jobs: int = 1, show_progress: bool | None = None) -> Path:
-    """Simulate the M8 run. ``size``: 'small' (4x4), 'full' (2x2) or 'program' (2x2, real program size).
+def simulate_run(outdir, size: str = "small", seed: int = 1, jobs: int = 1, show_progress: bool | None = None,
+                 detector: str = model.DEFAULT_CAMERA) -> Path:
+    """Simulate the M8 run. ``size``: 'small' (4x4), 'full' (2x2) or 'program' (2x2, real program size);
+    ``detector``: the detector set observed with (``model.cameras()``: gmos-s-eev, the real program's, ...).
 
     Deterministic for a given seed (and independent of ``jobs``). Returns ``outdir``.
     """
     if size not in obsplan.SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(obsplan.SIZES)}")
+    cam = model.camera(detector)
     outdir = Path(outdir)
     rawdir, truthdir = outdir / "raw", outdir / "truth"
     rawdir.mkdir(parents=True, exist_ok=True)
     spec = obsplan.SIZES[size]
-    layout = model.Layout(spec.binning)
+    layout = model.Layout(spec.binning, cam.name)
     rng = np.random.default_rng(seed)
-    exposures = obsplan.observing_plan(size, np.random.default_rng([seed, 1]))
+    exposures = obsplan.observing_plan(size, np.random.default_rng([seed, 1]), cam.site, cam.years_after_2006)
     stars = model.star_catalog(np.random.default_rng([seed, 2]))
     reference = model.reference_catalog(stars, np.random.default_rng([seed, 3]))
     nebula, nebula_wcs = model.nebula_maps(np.random.default_rng([seed, 4]))
@@ -49,10 +52,12 @@ def simulate_run(outdir, size: str = "small", seed: int = 1, jobs: int = 1, show
         records.append(rec)
 
     run = {
-        "program": obsplan.PROGRAM, "size": size, "seed": seed, "binning": spec.binning, "detid": model.DETID,
-        "pixel_scale": layout.pixel_scale, "zero_points": model.zero_points(), "extinction": model.EXTINCTION,
+        "program": obsplan.program(cam.site, cam.years_after_2006), "size": size, "seed": seed,
+        "binning": spec.binning, "camera": cam.name, "detid": cam.detid,
+        "pixel_scale": layout.pixel_scale, "zero_points": model.zero_points(cam), "extinction": model.EXTINCTION,
         "sky_mag": model.SKY_MAG, "moffat_beta": model.MOFFAT_BETA, "overscan_leak": model.OVERSCAN_LEAK,
-        "pa_error_deg": pa_error, "amplifiers": list(model.AMPNAMES), "frames": records,
+        "pa_error_deg": pa_error, "amplifiers": [a.name for a in cam.amps],
+        "amplifier_ccd": [a.ccd for a in cam.amps], "frames": records,
         "notes": ("Star fluxes: e- = t 10**(-0.4 (m - ZP_CCD2 + k (X - 1))); the flat-field response per CCD "
                   "carries the CCD-to-CCD sensitivity (from the per-CCD zero points) and is normalised to a median "
                   "of 1 over CCD2's illuminated central region. Fringes are additive in flat-fielded electrons."),
@@ -84,7 +89,7 @@ def simulate_run(outdir, size: str = "small", seed: int = 1, jobs: int = 1, show
 def _frame_parameters(exp: obsplan.Exposure, layout, rng, pa_error: float, acquisition) -> dict:
     kind = "bias" if exp.obstype == "BIAS" else ("twilight" if exp.object == "Twilight" else "science")
     start = datetime.fromisoformat(exp.start)
-    amps = [instruments.amplifier(a, start.date(), model.READ_SPEED, model.GAIN_SETTING) for a in model.AMPNAMES]
+    amps = [instruments.amplifier(a.name, start.date(), model.READ_SPEED, model.GAIN_SETTING) for a in layout.camera.amps]
     p = {
         "kind": kind, "band": exp.band,
         "darktime": 0.0 if kind == "bias" else exp.exptime + 37.0,
@@ -98,9 +103,10 @@ def _frame_parameters(exp: obsplan.Exposure, layout, rng, pa_error: float, acqui
         err = acquisition[exp.object] + rng.normal(0.0, 0.08, 2)
         p["pointing_error_arcsec"] = [float(e) for e in err]
         p["true_crval"] = list(obsplan.offset_position(exp.ra, exp.dec, err[0], err[1]))
-        p["sky_e"] = truth.sky_electrons(exp.band, exp.airmass, exp.exptime, layout.pixel_scale, rng.uniform(0.9, 1.3))
+        p["sky_e"] = truth.sky_electrons(exp.band, exp.airmass, exp.exptime, layout.pixel_scale, rng.uniform(0.9, 1.3),
+                                         layout.camera)
         if exp.band in model.FRINGE_BANDS:
-            p["fringe_e"] = float(rng.uniform(0.012, 0.02) * p["sky_e"])
+            p["fringe_e"] = float(rng.uniform(0.012, 0.02) * layout.camera.fringe_scale * p["sky_e"])
     return p
 
 
@@ -122,8 +128,9 @@ def _make_frame(k: int) -> dict:
     mjd = (start - datetime(1858, 11, 17)).total_seconds() / 86400.0
     hdus = [fits.PrimaryHDU(header=phu)]
     n_sat, n_cr = 0, 0
+    cam = layout.camera
+    number = 0
     for ccd in (1, 2, 3):
-        c = ccd - 1
         expected = truth.frame_electrons(state, rec, ccd, extras)
         electrons = rng.poisson(np.clip(expected, 0, None)).astype(np.float64)
         if rec["kind"] != "bias":
@@ -131,17 +138,22 @@ def _make_frame(k: int) -> dict:
             np.add.at(electrons, (cy, cx), ce)
             extras[f"cr{ccd}_y"], extras[f"cr{ccd}_x"], extras[f"cr{ccd}_e"] = cy, cx, ce
             n_cr += len(cy)
-        row = model.row_term(rng, ny)
-        extras[f"row{ccd}"] = row
-        amp = instruments.amplifier(model.AMPNAMES[c], start.date(), model.READ_SPEED, model.GAIN_SETTING)
-        pixels, saturated = raw.raw_pixels(electrons, ccd, layout, amp, rec["bias_level_adu"][c], row,
-                                           det.bias2d[c], rng)
+        saturated = np.zeros((ny, nx), bool)
+        for amp in (a for a in cam.amps if a.ccd == ccd):
+            number += 1
+            cols = layout.amp_columns(amp)
+            row = model.row_term(rng, ny)
+            extras[f"row{number}"] = row
+            table = instruments.amplifier(amp.name, start.date(), model.READ_SPEED, model.GAIN_SETTING)
+            pixels, saturated[:, cols] = raw.raw_pixels(
+                electrons[:, cols], amp, table, rec["bias_level_adu"][number - 1], row, det.bias2d[ccd - 1][:, cols],
+                instruments.full_well(cam.detector, amp.name), rng)
+            x_offset = (0 if amp.overscan_right else model.OVERSCAN_COLUMNS) - cols.start
+            cards = model.ccd_wcs_cards(layout, wcs_header, ccd, x_offset)
+            hdus.append(fits.ImageHDU(pixels, raw.extension_header(amp, number, layout, cards, mjd, table)))
         sy, sx = np.nonzero(saturated)
         extras[f"sat{ccd}_y"], extras[f"sat{ccd}_x"] = sy.astype(np.int32), sx.astype(np.int32)
         n_sat += len(sy)
-        right = model.AMPNAMES[c].endswith("right")
-        cards = model.ccd_wcs_cards(layout, wcs_header, ccd, model.OVERSCAN_COLUMNS if right else 0)
-        hdus.append(fits.ImageHDU(pixels, raw.extension_header(ccd, layout, cards, mjd)))
     write_atomic(fits.HDUList(hdus), _STATE["rawdir"] / f"{rec['file']}.fits")
     np.savez_compressed(state.root / "frames" / f"{rec['file']}.npz", **extras)
     return {"n_saturated": n_sat, "n_cosmic_pixels": n_cr}

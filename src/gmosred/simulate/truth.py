@@ -37,7 +37,7 @@ class Truth:
 
     @property
     def layout(self) -> model.Layout:
-        return model.Layout(self.run["binning"])
+        return model.Layout(self.run["binning"], self.run.get("camera", model.DEFAULT_CAMERA))
 
     @property
     def frames(self) -> list[dict]:
@@ -58,16 +58,17 @@ class Truth:
         return frame_electrons(self, rec, ccd, self.extras(rec["file"]) if rec["kind"] == "twilight" else None)
 
 
-def sky_electrons(band: str, airmass: float, exptime: float, pixel_scale: float, factor: float) -> float:
+def sky_electrons(band: str, airmass: float, exptime: float, pixel_scale: float, factor: float,
+                  cam: model.Camera | None = None) -> float:
     """Sky per pixel (e-) at unit flat response."""
-    zp = model.zero_points()[band]["2"]
+    zp = model.zero_points(cam)[band]["2"]
     rate = 10 ** (-0.4 * (model.SKY_MAG[band] - zp)) * (1.0 + 0.35 * (airmass - 1.0)) * factor
     return float(rate * pixel_scale**2 * exptime)
 
 
-def star_electrons(mag, band: str, airmass: float, exptime: float):
+def star_electrons(mag, band: str, airmass: float, exptime: float, cam: model.Camera | None = None):
     """Total electrons of stars of AB magnitude ``mag`` (CCD2 response, above the atmosphere)."""
-    zp = model.zero_points()[band]["2"]
+    zp = model.zero_points(cam)[band]["2"]
     return 10 ** (-0.4 * (np.asarray(mag) - zp + model.EXTINCTION[band] * (airmass - 1.0))) * exptime
 
 
@@ -97,7 +98,7 @@ def frame_electrons(truth: Truth, rec: dict, ccd: int, extras: dict | None = Non
         x2, y2 = wcs2.wcs_world2pix(np.asarray(stars["ra"]), np.asarray(stars["dec"]), 0)
         x, y = _ccd2_to_ccd(layout, ccd, x2, y2)
         inside = (x > -100) & (x < nx + 100) & (y > -100) & (y < ny + 100)
-        flux = star_electrons(np.asarray(stars[band])[inside], band, rec["airmass"], rec["exptime"])
+        flux = star_electrons(np.asarray(stars[band])[inside], band, rec["airmass"], rec["exptime"], layout.camera)
         model.add_stars(light, x[inside], y[inside], flux, rec["fwhm_arcsec"] / layout.pixel_scale)
     else:  # twilight
         fx, fy = model.focal_coords(layout, ccd)
