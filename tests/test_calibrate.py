@@ -128,7 +128,7 @@ def test_every_packaged_mask_is_placed_whole():
             flagged = sum(int(np.count_nonzero(h.data)) for h in hdul[1:])
         assert sum(int(w.sum()) for w in whole.values()) == flagged, m.file
     # a Hamamatsu CCD2 amplifier (DETSEC [2561:3072]) is columns 256:512 of CCD2 at 2x2
-    m = instruments.static_mask("BI5-36-4k-2,BI11-33-4k-1,BI12-34-4k-1", "illum", (2, 2))
+    m = instruments.static_mask_file("BI5-36-4k-2,BI11-33-4k-1,BI12-34-4k-1", "illum", (2, 2))
     with fits.open(io.BytesIO(bz2.decompress(m.path.read_bytes()))) as hdul:
         amp = next(h.data for h in hdul[1:] if h.header["DETSEC"] == "[2561:3072,1:4224]")
     plane = static_mask(m.detid, "illum", 2, Section(0, 2048, 0, 4224), (2, 2))
@@ -139,10 +139,10 @@ def test_mask_choice():
     from gmosred import instruments
 
     ham_s = "BI5-36-4k-2,BI11-33-4k-1,BI12-34-4k-1"
-    assert instruments.static_mask(ham_s, "illum", (4, 4)).version == 2  # the highest version
-    assert instruments.static_mask(ham_s, "illum", (1, 2)).binning == (1, 1)  # the finest, rebinned
-    assert instruments.static_mask(ham_s, "illum", (2, 2), "2016-03-01").binning == (2, 2)
-    assert instruments.static_mask("e2v 10031-23-05,10031-01-03,10031-18-04", "bpm", (2, 2)) is None
+    assert instruments.static_mask_file(ham_s, "illum", (4, 4)).version == 2  # the highest version
+    assert instruments.static_mask_file(ham_s, "illum", (1, 2)).binning == (1, 1)  # the finest, rebinned
+    assert instruments.static_mask_file(ham_s, "illum", (2, 2), "2016-03-01").binning == (2, 2)
+    assert instruments.static_mask_file("e2v 10031-23-05,10031-01-03,10031-18-04", "bpm", (2, 2)) is None
 
 
 # ---------------------------------------------------------------- master bias

@@ -14,6 +14,7 @@ from gmosred.calibrate.reduce import reduce_raw
 from gmosred.frame import dq as dqbits
 from gmosred.frame import model as frame
 from gmosred.frame.model import Plane
+from gmosred.frame.sections import Section
 from gmosred.mosaic import mosaic_frame
 from gmosred.simulate import layouts
 
@@ -66,8 +67,8 @@ def test_masks_cover_every_family():
     for detid in (HAM_S, "BI13-20-4k-1,BI12-09-4k-2,BI13-18-4k-2", "e2v 10031-23-05,10031-01-03,10031-18-04",
                   "EEV2037-06-03EEV8194-19-04EEV8261-07-04", "EEV9273-16-03EEV9273-20-04EEV9273-20-03"):
         for b in ((1, 1), (2, 2)):
-            assert instruments.static_mask(detid, "illum", b).binning == b, (detid, b)
-    full = masks.static_mask(HAM_S, "illum", 1, masks.Section(0, 2048, 0, 4224), (2, 2))
+            assert instruments.static_mask_file(detid, "illum", b).binning == b, (detid, b)
+    full = masks.static_mask(HAM_S, "illum", 1, Section(0, 2048, 0, 4224), (2, 2))
     assert 0.45 < full.mean() < 0.6  # half of CCD1 gets no light
 
 
@@ -92,8 +93,8 @@ def test_unlit_flagged_without_a_mask(tmp_path, monkeypatch):
 
     out = simulate_run(tmp_path / "sim", size="small", seed=5, jobs=2, show_progress=False, detector="gmos-s-hamamatsu")
     truth = load_truth(out)
-    real = instruments.static_mask
-    monkeypatch.setattr(instruments, "static_mask",
+    real = instruments.static_mask_file
+    monkeypatch.setattr(instruments, "static_mask_file",
                         lambda detid, kind, *a, **k: None if kind == "illum" else real(detid, kind, *a, **k))
     masks.static_mask.cache_clear()
     raw = lambda r: out / "raw" / f"{r['file']}.fits"  # noqa: E731

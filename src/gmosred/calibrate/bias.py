@@ -75,5 +75,5 @@ def trim_keywords(phu, reader) -> None:
     """What the overscan and trim did: OVSMODE, TRIMMED and (detectors with bottom rows) BOTROWS."""
     phu["OVSMODE"] = (reader.planes[reader.ccds[0]][0].overscan.mode, "Overscan mode used (none: not subtracted)")
     phu["TRIMMED"] = ("yes", "Overscan section trimmed")
-    if reader.bottom_rows != "none":
-        phu["BOTROWS"] = (reader.bottom_rows, f"Bottom {reader.raw.detector.bottom_rows} unbinned rows")
+    if reader.botrows != "none":
+        phu["BOTROWS"] = (reader.botrows, f"Bottom {reader.raw.detector.bottom_rows} unbinned rows")

@@ -95,8 +95,9 @@ class CCDReader:
                 a.data = None  # the pixels are read again band by band
 
     @property
-    def bottom_rows(self) -> str:
-        """What was done with the detector's bottom rows: 'trimmed', 'flagged' or 'none' (no such rows)."""
+    def botrows(self) -> str:
+        """What was done with the detector's bottom rows (keyword BOTROWS): 'trimmed', 'flagged' or 'none'
+        (the detector has none)."""
         det = self.raw.detector
         if not det.bottom_rows:
             return "none"

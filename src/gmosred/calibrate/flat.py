@@ -128,8 +128,8 @@ def check_calibration(cal: Frame, cal_path, reader, kind: str) -> None:
         state = {True: "not subtracted", False: "subtracted"}
         problems.append(f"overscan {state[cal_mode == 'none']} in the {kind} but {state[mode == 'none']} in the frame")
     cal_rows = str(cal.phu.get("BOTROWS", "none")).strip()
-    if cal_rows != reader.bottom_rows:
-        problems.insert(0, f"bottom rows {cal_rows} in the {kind} but {reader.bottom_rows} in the frame "
+    if cal_rows != reader.botrows:
+        problems.insert(0, f"bottom rows {cal_rows} in the {kind} but {reader.botrows} in the frame "
                            "(the [overscan] bottom_rows setting)")
     if problems:
         raise GmosredError(f"{kind} {cal_path} does not match {reader.path}: {'; '.join(problems)}")
@@ -270,15 +270,14 @@ def _normalise(planes: list[Plane], reader, params: FlatParams) -> float:
     p2 = next((p for p in planes if p.extver == 2), None)
     if p2 is None:
         raise GmosredError("flats without CCD2 cannot be normalised")
-    lit2 = _lit(reader, 2, p2.header)
+    lits = {p.extver: _lit(reader, p.extver, p.header) for p in planes}
     ys, xs = central_region(p2.header, reader.raw.binning, p2.sci.shape)
     good2 = (p2.dq & dqbits.FAIL) == 0
-    if lit2 is not None:
-        good2 &= lit2
+    if lits[2] is not None:
+        good2 &= lits[2]
     rough = clipped_mean(p2.sci[ys, xs][good2[ys, xs]], median=True)
     for p in planes:
-        lit = _lit(reader, p.extver, p.header)
-        _flag_unlit(p, None if lit is None else ~lit, rough, params)
+        _flag_unlit(p, None if lits[p.extver] is None else ~lits[p.extver], rough, params)
     levels = {}
     for p in planes:
         good = (p.dq & (dqbits.FAIL | dqbits.UNILLUMINATED)) == 0

@@ -79,7 +79,7 @@ def static_mask(detid: str, kind: str, ccd: int, ccdsec: Section, binning: tuple
     """
     det = instruments.detector_set(detid)
     if path is None:
-        found = instruments.static_mask(detid, kind, binning, date)
+        found = instruments.static_mask_file(detid, kind, binning, date)
         if found is None:
             return None
         path = found.path
@@ -112,8 +112,11 @@ def unilluminated(raw, ccd: int, ccdsec: Section, path=None) -> np.ndarray | Non
 
 
 def mask_name(raw, kind: str, path=None) -> str:
-    """The mask file used for a frame: ``path``'s name, the packaged one's, or 'none'."""
+    """The mask file used for a frame: ``path``'s name, the packaged one's, or 'none' (none packaged, or
+    ``path`` is 'none')."""
+    if path == "none":
+        return "none"
     if path is not None:
         return Path(path).name
-    found = instruments.static_mask(raw.detector.detid, kind, raw.binning, raw.date)
+    found = instruments.static_mask_file(raw.detector.detid, kind, raw.binning, raw.date)
     return found.file if found else "none"

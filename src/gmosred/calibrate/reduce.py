@@ -52,9 +52,8 @@ def reduce_raw(raw: RawFrame, bias_frame: Frame | None = None, flat_frame: Frame
     setup_keywords(phu, raw)
     phu["GGAIN"] = (timestamp(), "UT time stamp for GGAIN")
     trim_keywords(phu, reader)
-    phu["BPMFILE"] = ("none" if params.bpm == "none" else masks.mask_name(raw, "bpm", params.bpm), "Static bad-pixel mask")
-    phu["ILLMFILE"] = ("none" if params.illum == "none" else masks.mask_name(raw, "illum", params.illum),
-                       "Illumination mask")
+    phu["BPMFILE"] = (masks.mask_name(raw, "bpm", params.bpm), "Static bad-pixel mask")
+    phu["ILLMFILE"] = (masks.mask_name(raw, "illum", params.illum), "Illumination mask")
     phu["BUNIT"] = ("electron", "Units of SCI")
     reader.close()
     return Frame(phu, planes)

@@ -262,7 +262,7 @@ def static_masks() -> list[StaticMask]:
                        int(r["version"]), r["valid_from"], r["valid_before"]) for r in _rows("masks.csv")]
 
 
-def static_mask(detid: str, kind: str, binning: tuple[int, int], date=None) -> StaticMask | None:
+def static_mask_file(detid: str, kind: str, binning: tuple[int, int], date=None) -> StaticMask | None:
     """The packaged mask ('bpm' or 'illum') for a detector set, binning and date, or None.
 
     Among the masks of the detector set valid on ``date``: the one at the frame's binning, else the finest

@@ -32,6 +32,11 @@ TABLE_DATES = {
 }
 
 
+def slow_ampinteg(det: instruments.DetectorSet) -> int:
+    """An AMPINTEG that the detector table reads as slow (the simulator's choice where no real header says)."""
+    return det.slow_read_ampinteg_above + 1000
+
+
 def ampname(det: instruments.DetectorSet, ccd: int, amp: int, namps: int) -> str:
     """AMPNAME of amplifier ``amp`` (0-based, left to right) of CCD ``ccd`` (1-based)."""
     name = det.ccd_names[ccd - 1]
@@ -88,7 +93,7 @@ def write_raw(path, detid: str, binning: tuple[int, int] = (2, 2), roi: str = "F
     phu = fits.Header()
     phu.update({"INSTRUME": det.instrument, "OBJECT": "layout test", "OBSTYPE": "OBJECT", "OBSCLASS": "science",
                 "DATE-OBS": date, "DETID": detid, "DETTYPE": det.dettype, "NCCDS": 3, "NAMPS": namps,
-                "AMPINTEG": det.slow_read_ampinteg_above + 1000, "EXPTIME": 10.0, "FILTER1": "open1-6",
+                "AMPINTEG": slow_ampinteg(det), "EXPTIME": 10.0, "FILTER1": "open1-6",
                 "FILTER2": "r_G0326", "GRATING": "MIRROR", "MASKNAME": "None", "DETNROI": 1,
                 "DETRO1X": r.x1 + 1, "DETRO1XS": (r.x2 - r.x1) // bx, "DETRO1Y": r.y1 + 1,
                 "DETRO1YS": (r.y2 - r.y1) // by})

@@ -430,7 +430,7 @@ def _mask_file(layout: Layout, kind: str):
     from ..calibrate import masks
 
     det = layout.detector
-    found = instruments.static_mask(det.detid, kind, (1, 1))
+    found = instruments.static_mask_file(det.detid, kind, (1, 1))
     return None if found is None else masks.load(str(found.path), det.ccd_shape)
 
 

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-PROGRAM = "GS-2006B-Q-18"
 OBSERVER = "Arias"
 #: Centre of the M8 mosaic: RA 18:03:37, Dec -24:23:12.
 M8_RA, M8_DEC = 270.904167, -24.386667
@@ -145,7 +144,7 @@ def _sky_fields(exp: Exposure, when: datetime, site: str) -> None:
 
 def program(site: str = "S", years: int = 0) -> str:
     """The run's program id at a telescope and year (the real one: GS-2006B-Q-18)."""
-    return f"G{site}-{2006 + years}B-Q-18" if (site, years) != ("S", 0) else PROGRAM
+    return f"G{site}-{2006 + years}B-Q-18"
 
 
 def _day(day: str, years: int) -> str:

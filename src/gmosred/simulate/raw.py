@@ -56,7 +56,7 @@ def primary_header(exp: obsplan.Exposure, layout: model.Layout, pa_header: float
     eev = cam.name == model.DEFAULT_CAMERA
     # the real M8 header's values; other sets: a slow-read AMPINTEG by the detector table's rule
     detsize = "[1:6144,1:4644]" if eev else f"[1:{3 * nx},1:{ny}]"
-    ampinteg = model.EEV_M8_HEADER["AMPINTEG"] if eev else cam.detset.slow_read_ampinteg_above + 1000
+    ampinteg = model.EEV_M8_HEADER["AMPINTEG"] if eev else layouts.slow_ampinteg(cam.detset)
     telescope = "Gemini-North" if cam.site == "N" else "Gemini-South"
     start = datetime.fromisoformat(exp.start)
     end = start + timedelta(seconds=exp.exptime + 0.4)
