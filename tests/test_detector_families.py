@@ -62,6 +62,17 @@ def test_hamamatsu_bottom_rows(tmp_path, mode, rows):
     assert m.planes[0].sci.shape == (rows, 3132)  # IRAF's mosaic of a trimmed 2x2 Hamamatsu frame: 3132 x 2088
 
 
+def test_calibration_made_the_other_way_is_refused(tmp_path):
+    """A calibration whose bottom rows were flagged does not calibrate a frame whose rows are trimmed."""
+    from gmosred.errors import GmosredError
+
+    raw = frame.read_raw(layouts.write_raw(tmp_path / "S1.fits", HAM_S, date="2016-03-01"))
+    flagged = reduce_raw(raw, overscan=ovs.OverscanParams(bottom_rows="flag"))
+    with pytest.raises(GmosredError, match=r"bottom rows flagged in the bias but trimmed in the frame "
+                                           r"\(the \[overscan\] bottom_rows setting\)"):
+        reduce_raw(raw, flagged)
+
+
 def test_masks_cover_every_family():
     """Each detector set in use since 2011 has its packaged illumination mask at 1x1 and 2x2."""
     for detid in (HAM_S, "BI13-20-4k-1,BI12-09-4k-2,BI13-18-4k-2", "e2v 10031-23-05,10031-01-03,10031-18-04",
