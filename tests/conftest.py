@@ -54,11 +54,52 @@ def real_raw(tmp_path_factory):
     return path, pixels
 
 
+def _simulator_key() -> str:
+    """What a simulated run's bytes depend on: the simulator's, the instrument facts' and the writers' code
+    and data, and the numerical libraries' versions."""
+    import hashlib
+
+    import astropy
+    import scipy
+
+    import gmosred
+
+    h = hashlib.sha256(f"{np.__version__}|{scipy.__version__}|{astropy.__version__}".encode())
+    root = Path(gmosred.__file__).parent
+    for package in ("simulate", "instruments", "frame"):
+        for f in sorted((root / package).rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory):
-    """The small simulated M8 run (4x4 binning) and its truth."""
+def small_run(request, tmp_path_factory):
+    """The small simulated M8 run (4x4 binning) and its truth: a fresh copy for this session of a run
+    simulated once per simulator version and kept in pytest's cache folder (the first session pays the
+    ~30 s of simulation; ``pytest --cache-clear`` forgets it)."""
+    import shutil
+
     from gmosred.simulate import load_truth, simulate_run
 
-    out = tmp_path_factory.mktemp("m8")
+    out = tmp_path_factory.mktemp("m8") / "run"
+    key = f"small-seed7-{_simulator_key()}"
+    try:
+        store = Path(request.config.cache.mkdir("gmosred-simulated"))
+    except (AttributeError, OSError):  # no cache (-p no:cacheprovider, a read-only checkout)
+        store = None
+    if store is not None and (store / key / "complete").exists():
+        shutil.copytree(store / key, out)
+        return out, load_truth(out)
     simulate_run(out, size="small", seed=7, jobs=2, show_progress=False)
+    if store is not None:
+        try:
+            for old in store.iterdir():  # other simulator versions' runs
+                shutil.rmtree(old, ignore_errors=True)
+            part = store / f"{key}.part"
+            shutil.copytree(out, part)
+            (part / "complete").touch()
+            part.rename(store / key)
+        except OSError:
+            pass
     return out, load_truth(out)

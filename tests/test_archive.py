@@ -372,7 +372,10 @@ def test_archive_answering_something_else_is_one_line(server, tmp_path, capsys):
 def test_parse_dates():
     assert associate.parse_dates("20061231") == (date(2006, 12, 31), date(2006, 12, 31))
     assert associate.parse_dates("20060901-20061001") == (date(2006, 9, 1), date(2006, 10, 1))
-    for bad in ("2006-12-31", "20061301", "20061002-20061001", "1-2-3"):
+    # the one date syntax of gmosred (select, the configuration's dates) is the documented one
+    assert associate.parse_dates("2006-09-01:2006-10-01") == (date(2006, 9, 1), date(2006, 10, 1))
+    assert associate.parse_dates("2006-12-31") == (date(2006, 12, 31), date(2006, 12, 31))
+    for bad in ("2006-13-31", "20061301", "20061002-20061001", "2006-10-02:2006-10-01", "1-2-3", "2006-09-*"):
         with pytest.raises(GmosredError, match="--dates"):
             associate.parse_dates(bad)
 

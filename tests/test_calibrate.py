@@ -89,6 +89,7 @@ def test_overscan_follows_a_ripple():
         ovs.OverscanParams("poly")
 
 
+@pytest.mark.e2e  # decompresses the 1x1 masks (6 s)
 def test_masks_rebinned():
     full = Section(0, 2048, 0, 4608)
     b4 = static_mask(DETID, "bpm", 2, full, (4, 4))
@@ -105,6 +106,7 @@ def test_masks_rebinned():
     assert static_mask("BI11-41-4k-2,BI13-19-4k-3,BI12-34-4k-1", "bpm", 1, full, (2, 2)) is None  # none packaged
 
 
+@pytest.mark.e2e  # decompresses every packaged mask twice (28 s)
 def test_every_packaged_mask_is_placed_whole():
     """Each packaged mask (per CCD or per amplifier) lands on its CCDs by DETSEC with nothing lost."""
     import bz2

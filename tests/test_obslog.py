@@ -4,6 +4,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -158,7 +159,8 @@ def test_cli_outputs(log, tmp_path, capsys):
     assert all(p.startswith("/") and p.endswith(".fits") for p in paths) and len(paths) == 5
     at = tmp_path / "biases.lis"
     assert main(["select", "bias", "--db", str(db), "--at-list", str(at)]) == 0
-    assert at.read_text().split() == _files(truth, kind="bias")
+    listed = at.read_text().split()  # paths, without --paths too: `gmosred flat @list` reads them from anywhere
+    assert listed == paths and [Path(p).stem for p in listed] == _files(truth, kind="bias")
     assert main(["obslog", "show", str(out / "raw"), "--db", str(db)]) == 0
     text = capsys.readouterr().out
     assert "Twilight" in text and "M8-3" in text and "i_G0327" in text

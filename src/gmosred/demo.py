@@ -62,9 +62,10 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2, d
 
     t0 = time.perf_counter()
     cfg = config.load(overrides={"select": {"bias_dates": bias_dates, "flat_dates": flat_dates}})
-    with pipeline.logfile(red):
+    with pipeline.logfile(red) as filed:
         steps = pipeline.prepare(raw, red, cfg, jobs=jobs)
         reports = pipeline.run_plan(steps, red, cfg, jobs=jobs)
+        filed.record("summary:\n" + "\n".join(reports.lines()))
     times["pipeline"] = time.perf_counter() - t0
     db = raw / obslog.DEFAULT_DB
 
@@ -128,9 +129,7 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2, d
     print()
     print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, rg*.fits, mrg*.fits, gmosred.log); "
           f"observing log: {db}")
-    print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
-    for step, rep in reports.items():
-        print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
+    print("\n".join(reports.lines()))
     print()
     print(f"{'step':8s} {'check against the truth':48s} {'found':>22s} {'expected':>18s}  ok")
     for step, what, value, exp, good in checks:

@@ -90,16 +90,18 @@ class Selection:
 
 
 def parse_dates(text: str | None) -> tuple[date, date] | None:
-    """'20061231' or '20061230-20070102' (UT dates, inclusive) -> (first, last)."""
+    """UT dates, inclusive, as everywhere in gmosred: 'YYYY-MM-DD' or 'YYYY-MM-DD:YYYY-MM-DD' (the
+    archive's own '20061231' and '20061230-20070102' are read too) -> (first, last)."""
     if not text:
         return None
-    parts = text.replace("/", "").split("-")
+    usage = "give YYYY-MM-DD or YYYY-MM-DD:YYYY-MM-DD (first date first)"
+    parts = text.split(":") if "-" in text[:8] or ":" in text else text.split("-")
     try:
-        days = [datetime.strptime(p, "%Y%m%d").date() for p in parts]
+        days = [date.fromisoformat(p) if "-" in p else datetime.strptime(p, "%Y%m%d").date() for p in parts]
     except ValueError:
-        raise GmosredError(f"--dates {text!r}: give YYYYMMDD or YYYYMMDD-YYYYMMDD") from None
+        raise GmosredError(f"--dates {text!r}: {usage}") from None
     if len(days) not in (1, 2) or days[0] > days[-1]:
-        raise GmosredError(f"--dates {text!r}: give YYYYMMDD or YYYYMMDD-YYYYMMDD, first date first")
+        raise GmosredError(f"--dates {text!r}: {usage}")
     return days[0], days[-1]
 
 

@@ -47,9 +47,17 @@ def _step_params(args, command: str) -> dict:
     return parameters(command, given, flag=_flag)
 
 
+def _output_folder(path, option: str) -> None:
+    """Stop before any work when the output's folder cannot be written."""
+    from ..frame.model import writable_folder
+
+    writable_folder(path, f"give another {option}")
+
+
 def bias(args) -> int:
     from ..pipeline.steps import make
 
+    _output_folder(Path(args.output).parent, "--output")
     out = make("bias", inputs(args.files), params=_step_params(args, "bias"), output=args.output)
     print(f"wrote {out}")
     return 0
@@ -62,6 +70,7 @@ def flat(args) -> int:
     files = inputs(args.files)
     p = _step_params(args, "flat")
     output = args.output or f"MCflat_{filter_name(read_raw(files[0]).phu)}.fits"
+    _output_folder(Path(output).parent, "--output")
     out = make("flat", files, params=p, output=output, calibrations={"bias": args.bias})
     print(f"wrote {out}")
     return 0
@@ -75,7 +84,7 @@ def _each(args, step: str, calibrations: dict, verb: str) -> int:
     from ..pipeline.steps import make
 
     p = _step_params(args, step)
-    Path(args.outdir).mkdir(parents=True, exist_ok=True)
+    _output_folder(args.outdir, "--outdir")
     one = partial(make, step, params=p, outdir=args.outdir, calibrations=calibrations)
     done, failed = run_each(one, [(f,) for f in inputs(args.files)], desc=verb, failed=f"not {verb}", jobs=args.jobs)
     print(f"{verb} {len(done)} frame(s) into {args.outdir}" + (f"; {len(failed)} failed" if failed else ""))

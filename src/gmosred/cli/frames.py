@@ -6,8 +6,10 @@ from pathlib import Path
 
 
 def simulate(args) -> int:
+    from ..frame.model import writable_folder
     from ..simulate import simulate_run
 
+    writable_folder(args.outdir, "give another folder")
     out = simulate_run(args.outdir, size=args.size, seed=args.seed, jobs=args.jobs, detector=args.detector)
     n = len(list((Path(out) / "raw").glob("*.fits")))
     print(f"wrote {n} raw files to {Path(out) / 'raw'} and the truth to {Path(out) / 'truth'}")

@@ -35,7 +35,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", default="gmosred-demo", help="working folder (default: ./gmosred-demo)")
     s.add_argument("--size", choices=("small", "full"), default="small", help="4x4 (small) or 2x2 (full) binning")
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--jobs", type=int, default=2, help="processes for the simulation (default 2)")
+    s.add_argument("--jobs", type=_count, default=2, help="processes for the simulation (default 2)")
     s.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0],
                    help="detector set to simulate (default: gmos-s-eev, the real M8 program's)")
     s.set_defaults(func=pipeline.demo)
@@ -46,7 +46,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="small: 4x4 binning, 65 frames; full: 2x2, 70 frames; program: 2x2, the real "
                         "program's size (90 science, ~300 calibrations)")
     s.add_argument("--seed", type=int, default=1, help="random seed (the run is deterministic for a seed)")
-    s.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
     s.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0],
                    help="detector set (default: gmos-s-eev, the real M8 program's); the run moves to its "
                         "telescope and years")
@@ -64,12 +64,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--filter", action="append", metavar="BAND",
                    help="only frames in this filter (repeatable): r, g, Ha...")
     s.add_argument("--object", help="only this target name ('*' wildcards)")
-    s.add_argument("--dates", help="UT date YYYYMMDD or range YYYYMMDD-YYYYMMDD")
+    s.add_argument("--dates", help="UT date YYYY-MM-DD or inclusive range YYYY-MM-DD:YYYY-MM-DD (as in select)")
     s.add_argument("--dry-run", action="store_true", help="list what would be fetched and stop")
     s.add_argument("--list", action="store_true", help="list every file before fetching")
     s.add_argument("--archive", help="archive address (default: the Gemini Observatory Archive)")
     s.add_argument("--keep-compressed", action="store_true", help="keep the archive's .fits.bz2 files as they are")
-    s.add_argument("--connections", type=int, default=4, help="parallel downloads (default 4)")
+    s.add_argument("--connections", type=_count, default=4, help="parallel downloads (default 4)")
     s.add_argument("--replace", action="store_true", help="overwrite local files that differ from the archive's")
     s.add_argument("--no-obslog", action="store_true", help="do not index RAW into the observing log")
     s.set_defaults(func=archive.download)
@@ -84,7 +84,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--focus", action="store_true", help="include focus frames")
     s.add_argument("--rebuild", action="store_true", help="re-read every file (use_me choices are kept)")
     s.add_argument("--no-checksum", action="store_true", help="skip the MD5 of new and changed files")
-    s.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    s.add_argument("--jobs", type=_count, default=None, help="parallel processes (default: all cores)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--yes", dest="use", action="store_const", const=True, help="with 'use': use_me=1")
     g.add_argument("--no", dest="use", action="store_const", const=False, help="with 'use': use_me=0")
@@ -107,7 +107,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--disperser", help="Disperser (gcalFlat, arc, std)")
     s.add_argument("--centwave", type=float, help="CentWave (gcalFlat, arc, std)")
     s.add_argument("--paths", action="store_true", help="print full paths instead of names")
-    s.add_argument("--at-list", metavar="FILE", help="write an IRAF @list file instead of printing")
+    s.add_argument("--at-list", metavar="FILE", help="write an IRAF @list file (of paths) instead of printing")
     s.add_argument("--show-sql", action="store_true", help="print the SQL and its parameters")
     s.set_defaults(func=obslog.select)
 
@@ -127,20 +127,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--bias", help="master bias")
     s.add_argument("--flat", help="master flat of the frames' filter")
     s.add_argument("--outdir", default=".", help="output folder (default: here)")
-    s.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
     s.set_defaults(func=calibrate.reduce)
 
     s = sub.add_parser("mosaic", help="the CCDs of reduced frames into one plane (gmosaic) -> mrg<file>.fits")
     s.add_argument("files", nargs="+", help="reduced rg*.fits files (or @list files)")
     s.add_argument("--outdir", default=".", help="output folder (default: here)")
-    s.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
     s.set_defaults(func=calibrate.mosaic)
 
     s = sub.add_parser("run", help="the whole reduction of a raw folder: log, masters, reduce, mosaic")
     s.add_argument("rawdir", help="folder of raw files")
     s.add_argument("--workdir", required=True, help="where the products go")
     s.add_argument("--config", help="TOML configuration (see gmosred config)")
-    s.add_argument("--jobs", type=int, default=_cores(), help="parallel processes (default: all cores)")
+    s.add_argument("--jobs", type=_count, default=_cores(), help="parallel processes (default: all cores)")
     s.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler instead")
     s.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     s.add_argument("--force", action="store_true", help="remake everything")
@@ -161,6 +161,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _count(text: str) -> int:
+    """A number of processes or connections: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _cores() -> int:
     import os
 
@@ -173,16 +184,6 @@ def _version() -> str:
     return __version__
 
 
-class _Lower:
-    """Log format 'gmosred: warning: ...' (a logging.Formatter made on first use, to keep start-up light)."""
-
-    def __init__(self, fmt: str):
-        self.fmt = fmt
-
-    def format(self, record) -> str:
-        return self.fmt % {"levelname": record.levelname.lower(), "message": record.getMessage()}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
@@ -192,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import logging
 
-    from ..errors import GmosredError
+    from ..errors import GmosredError, os_problem
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Lower("gmosred: %(levelname)s: %(message)s"))
+    from ..progress import MessageHandler
+
+    handler = MessageHandler()
     logger = logging.getLogger("gmosred")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -203,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except GmosredError as e:
         print(f"gmosred: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder not writable, a full disk, a file gone: what a user can cause
+        print(f"gmosred: error: {os_problem(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gmosred: interrupted", file=sys.stderr)

@@ -43,7 +43,7 @@ def _show_log(db: Path, files: bool) -> int:
     if not db.exists():
         raise SystemExit(f"gmosred obslog show: no observing log {db} (run: gmosred obslog RAWDIR)")
     if files:
-        con = obslog.connect(db)
+        con = obslog.connect(db, write=False)
         cols = ("File", "DateObs", "TimeObs", "ObsType", "ObsClass", "Object", "Filter2", "CcdBin", "RoI", "T_exp",
                 "Airmass", "use_me")
         rows = [tuple("" if v is None else str(v) for v in r) for r in con.execute(
@@ -74,8 +74,11 @@ def select(args) -> int:
     from ..frame.model import stem
 
     lines = [r["Path"] if args.paths else stem(r["File"]) for r in rows]
-    if args.at_list:
-        Path(args.at_list).write_text("".join(line + "\n" for line in lines))
+    if args.at_list:  # paths, so that `gmosred flat @list` finds the files from any folder
+        from ..frame.model import writable_folder
+
+        writable_folder(Path(args.at_list).parent, "give another --at-list")
+        Path(args.at_list).write_text("".join(r["Path"] + "\n" for r in rows))
         print(f"wrote {len(lines)} file(s) to {args.at_list} (use it as @{args.at_list})", file=sys.stderr)
     else:
         print("\n".join(lines))

@@ -6,30 +6,33 @@ from pathlib import Path
 
 def run(args) -> int:
     from .. import pipeline
+    from ..frame.model import writable_folder
     from ..pipeline import config
     from ..pipeline.runners import runner
 
     cfg = config.load(args.config, config.parse_set(args.set))
-    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    if args.dry_run:  # writes nothing: the observing log is brought up to date in a temporary copy
+        plan = pipeline.prepare(args.rawdir, args.workdir, cfg, jobs=args.jobs, dry_run=True)
+        print(plan.describe())
+        return 0
+    writable_folder(args.workdir, "give another --workdir")
     # the workers start and load the kernels while the observing log is built
-    workers = None if args.dry_run else runner(args.jobs, args.dask, warm=True)
+    workers = runner(args.jobs, args.dask, warm=True)
     try:
-        with pipeline.logfile(args.workdir):
+        with pipeline.logfile(args.workdir) as filed:
+            filed.record(f"gmosred run {args.rawdir} --workdir {args.workdir}")
             plan = pipeline.prepare(args.rawdir, args.workdir, cfg, jobs=args.jobs)
             print(plan.describe())
-            if args.dry_run:
-                return 0
-            reports = pipeline.run_plan(plan, args.workdir, cfg, force=args.force, workers=workers)
+            filed.record("plan:\n" + plan.describe())
+            report = pipeline.run_plan(plan, args.workdir, cfg, force=args.force, workers=workers)
             workers = None
+            lines = report.lines() + [f"outputs and log (gmosred.log) in {args.workdir}"]
+            print("\n" + "\n".join(lines))
+            filed.record("summary:\n" + "\n".join(lines))
     finally:
         if workers is not None:
             workers.close(cancel=True)
-    print()
-    print(f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}")
-    for step, rep in reports.items():
-        print(f"{step:8s} {rep.done:5d} {rep.skipped:10d} {rep.failed:7d} {rep.seconds:7.1f}s")
-    print(f"outputs and log (gmosred.log) in {args.workdir}")
-    return 1 if any(r.failed for r in reports.values()) or plan.problems else 0
+    return 1 if report.failed or report.stopped or plan.problems else 0
 
 
 def config(args) -> int:

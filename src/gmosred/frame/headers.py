@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import operator
 import os
 import warnings
 from dataclasses import dataclass
@@ -51,30 +52,51 @@ def _read_header(f, path: Path, which: str) -> bytes | None:
             raise GmosFileError(path, f"not a readable FITS file ({which} header has no END card)")
 
 
+def check_cards(path, header, where: str) -> None:
+    """Refuse a header with a card whose value cannot be parsed or whose bytes FITS does not allow (a
+    corrupt file): no step could use it, no product could carry it."""
+    for card in header.cards:
+        try:
+            card.value
+            card.image
+        except Exception:  # noqa: BLE001  (astropy raises several kinds for a card it cannot parse)
+            raise GmosFileError(path, f"{where}: card {card.keyword!r} is unreadable (a corrupt file)") from None
+
+
 def _data_size(header) -> int:
-    naxis = header.get("NAXIS", 0)
+    """Bytes of an HDU's data, without the padding to whole blocks."""
+    whole = lambda key, default=None: operator.index(header[key] if default is None else header.get(key, default))  # noqa: E731
+    naxis = whole("NAXIS", 0)
     if not naxis:
         return 0
     count = 1
     for k in range(1, naxis + 1):
-        count *= header[f"NAXIS{k}"]
-    size = abs(header["BITPIX"]) // 8 * header.get("GCOUNT", 1) * (count + header.get("PCOUNT", 0))
-    return -(-size // BLOCK) * BLOCK
+        count *= whole(f"NAXIS{k}")
+    size = abs(whole("BITPIX")) // 8 * whole("GCOUNT", 1) * (count + whole("PCOUNT", 0))
+    if size < 0 or naxis < 0:
+        raise ValueError("negative size")
+    return size
 
 
 def _skip(f, n: int, path: Path, ext: int, seekable: bool, file_size: int) -> None:
+    """Skip an HDU's ``n`` bytes of data and its padding; truncated when the data (as the pixel reader
+    counts them) are not all there."""
+    padded = -(-n // BLOCK) * BLOCK
     if seekable:
         pos = f.tell()
         if pos + n > file_size:
             raise GmosFileError(path, f"truncated: extension {ext} needs {n} bytes of data, "
                                       f"{max(file_size - pos, 0)} present")
-        f.seek(n, os.SEEK_CUR)
+        f.seek(padded, os.SEEK_CUR)
         return
-    left = n
+    left = padded
     while left:
         got = len(f.read(min(left, _CHUNK)))
         if not got:
-            raise GmosFileError(path, f"truncated: extension {ext} needs {n} bytes of data, {n - left} present")
+            if padded - left < n:
+                raise GmosFileError(path, f"truncated: extension {ext} needs {n} bytes of data, "
+                                          f"{padded - left} present")
+            return  # only the last block's padding is missing
         left -= got
 
 
@@ -114,8 +136,14 @@ def scan_headers(path, checksum: bool = True) -> HeaderScan:
                         raise GmosFileError(path, f"not a readable FITS file ({e})") from None
                 n_ext += 1
                 if len(headers) < 2:
+                    check_cards(path, hdr, "primary header" if n_ext == 0 else f"extension {n_ext}")
                     headers.append(hdr)
-                _skip(f, _data_size(hdr), path, n_ext, not compressed, st.st_size)
+                try:
+                    size = _data_size(hdr)
+                except (KeyError, TypeError, ValueError):
+                    raise GmosFileError(path, f"not a readable FITS file ({'primary header' if n_ext == 0 else f'extension {n_ext}'}"
+                                              ": BITPIX/NAXISn missing or not whole numbers)") from None
+                _skip(f, size, path, n_ext, not compressed, st.st_size)
     except (OSError, EOFError) as e:
         if compressed:
             raise GmosFileError(path, "corrupt or truncated bzip2 data") from None

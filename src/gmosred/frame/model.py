@@ -22,7 +22,7 @@ import socket
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -30,8 +30,9 @@ import numpy as np
 from astropy.io import fits
 
 from .. import instruments
-from ..errors import GmosFileError
+from ..errors import GmosFileError, GmosredError
 from . import dq as dqbits
+from .headers import check_cards
 from .sections import Section, parse_binning
 
 RAW_PHU_KEYWORDS = ("INSTRUME", "DETID", "DATE-OBS", "OBSTYPE")
@@ -67,40 +68,50 @@ def _file_bytes(path: Path) -> bytes:
 def _open(path: Path, data: bytes) -> fits.HDUList:
     if not data.startswith(b"SIMPLE  ="):
         raise GmosFileError(path, "not a FITS file")
+    _data_offsets(path, data)  # the structure is sound (bounded, our own walk) before astropy parses it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hdul = fits.open(io.BytesIO(data), lazy_load_hdus=False, do_not_scale_image_data=True)
-    except (OSError, ValueError, IndexError, TypeError) as e:
+    except (OSError, ValueError, IndexError, TypeError, KeyError) as e:
         raise GmosFileError(path, f"not a readable FITS file ({e})") from None
     return hdul
 
 
-_END_CARD = b"END" + b" " * 77
-
-
-def _data_offsets(path: Path, data: bytes, n_hdus: int) -> list[int]:
-    """Byte offset of each HDU's data: walk the 2880-byte blocks (astropy's fileinfo re-verifies every card)."""
+def _data_offsets(path: Path, data: bytes, n_hdus: int | None = None) -> list[int]:
+    """Byte offset of each HDU's data (of the first ``n_hdus``, or all): a walk of the 2880-byte blocks
+    (astropy's fileinfo re-verifies every card), refusing headers without an END card, structure
+    keywords that are not whole numbers and data that run past the end of the file."""
     offsets, pos = [], 0
-    for _ in range(n_hdus):
+    while (len(offsets) < n_hdus) if n_hdus is not None else \
+            (pos < len(data) and (not offsets or data[pos:pos + 8] == b"XTENSION")):
+        where = "primary header" if not offsets else f"extension {len(offsets)}"
         end = pos
         while True:
             end = data.find(b"END", end, len(data))
             if end < 0:
-                raise GmosFileError(path, "truncated: a header has no END card")
+                raise GmosFileError(path, f"truncated: the {where} has no END card")
             if (end - pos) % 80 == 0 and data[end:end + 80].rstrip(b" ") == b"END":
                 break
             end += 3
         start = pos + ((end - pos) // 2880 + 1) * 2880
+        try:
+            size = _data_size(memoryview(data)[pos:end])
+        except (KeyError, ValueError):
+            raise GmosFileError(path, f"not a readable FITS file ({where}: BITPIX, NAXIS, NAXISn, PCOUNT or "
+                                      "GCOUNT missing or not a whole number)") from None
+        if start + size > len(data):
+            raise GmosFileError(path, f"truncated: extension {len(offsets)} needs {size} bytes of data, "
+                                      f"{max(len(data) - start, 0)} present")
         offsets.append(start)
-        header = memoryview(data)[pos:end]
-        pos = start + _padded_data_size(header)
+        pos = start + -(-size // 2880) * 2880
     return offsets
 
 
-def _padded_data_size(header) -> int:
+def _data_size(header) -> int:
+    """Bytes of an HDU's data (without the padding) from its header's bytes."""
     cards = {bytes(header[i:i + 8]).strip(): bytes(header[i + 10:i + 80]) for i in range(0, len(header), 80)}
-    value = lambda k, d=0: int(cards[k].split(b"/")[0]) if k in cards else d  # noqa: E731
+    value = lambda k, d=None: int(cards[k].split(b"/")[0]) if k in cards or d is None else d  # noqa: E731
     naxis = value(b"NAXIS")
     if naxis == 0:
         return 0
@@ -108,8 +119,10 @@ def _padded_data_size(header) -> int:
     count = 1
     for k in range(1, naxis + 1):
         count *= value(b"NAXIS%d" % k)
-    size *= count + value(b"PCOUNT")
-    return -(-size // 2880) * 2880
+    size *= count + value(b"PCOUNT", 0)
+    if naxis < 0 or size < 0 or abs(value(b"BITPIX")) not in (8, 16, 32, 64):
+        raise ValueError("not a FITS data size")
+    return size
 
 
 def _image(path: Path, hdul: fits.HDUList, index: int, data: bytes, offsets: list[int]) -> np.ndarray:
@@ -133,7 +146,7 @@ def _image(path: Path, hdul: fits.HDUList, index: int, data: bytes, offsets: lis
                                       f"{max(len(data) - start, 0)} present")
         dtype = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[bitpix]
         arr = np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
-    bzero, bscale = hdr.get("BZERO", 0), hdr.get("BSCALE", 1)
+    bzero, bscale = number(path, hdr, "BZERO", f"extension {index}", 0), number(path, hdr, "BSCALE", f"extension {index}", 1)
     if bitpix == 16 and bzero == 32768 and bscale == 1:
         if arr.dtype.kind == "u":  # already scaled by the decompressor
             return arr.astype(np.uint16, copy=False)
@@ -143,6 +156,25 @@ def _image(path: Path, hdul: fits.HDUList, index: int, data: bytes, offsets: lis
     if bzero != 0 or bscale != 1:
         out = out * np.float32(bscale) + np.float32(bzero)
     return out
+
+
+def number(path, header, key: str, where: str, default: float | None = None) -> float:
+    """A header value that must be a finite number (``default`` if absent); GmosFileError names it otherwise."""
+    value = header.get(key, default)
+    if value is None:
+        raise GmosFileError(path, f"{where} has no {key} keyword")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if isinstance(value, bool) or not np.isfinite(out):
+        raise GmosFileError(path, f"{where}: {key} = {value!r} is not a number")
+    return out
+
+
+def _printable(path, hdul: fits.HDUList) -> None:
+    for i, hdu in enumerate(hdul):
+        check_cards(path, hdu.header, "primary header" if i == 0 else f"extension {i}")
 
 
 def _require(path, header, keys, where: str):
@@ -240,6 +272,11 @@ def _is_processed(hdul: fits.HDUList) -> bool:
     return any(str(h.header.get("EXTNAME", "")).strip().upper() in ("VAR", "DQ") for h in hdul[1:])
 
 
+#: Extension keywords that must be numbers when present (the reduction computes with them).
+_NUMERIC_EXT = ("BZERO", "BSCALE", "GAIN", "RDNOISE", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2",
+                "CD2_1", "CD2_2", "MJD-OBS", "EQUINOX")
+
+
 def read_raw(path) -> RawFrame:
     """Read a raw GMOS file (.fits, .fits.bz2, .fits.fz); pixel data as uint16 ADU."""
     return _raw_frame(*_load(path))
@@ -248,6 +285,7 @@ def read_raw(path) -> RawFrame:
 def _raw_frame(path: Path, data: bytes, hdul: fits.HDUList) -> RawFrame:
     phu = hdul[0].header
     offsets = _data_offsets(path, data, len(hdul))
+    _printable(path, hdul)
     if not str(phu.get("INSTRUME", "")).strip().startswith("GMOS"):
         raise GmosFileError(path, f"not a GMOS file (INSTRUME={str(phu.get('INSTRUME', 'missing')).strip()!r})")
     if _is_processed(hdul):
@@ -261,13 +299,16 @@ def _raw_frame(path: Path, data: bytes, hdul: fits.HDUList) -> RawFrame:
         raise GmosFileError(path, "has no image extensions")
     date = str(phu["DATE-OBS"]).strip()
     plain = not path.name.lower().endswith((".bz2", ".fz")) and not any(isinstance(h, fits.CompImageHDU) for h in hdul)
-    read_speed = detector.read_speed(float(phu.get("AMPINTEG", 0)))
-    gain_set = instruments.gain_setting(float(hdul[1].header.get("GAIN", 0)))
+    read_speed = detector.read_speed(number(path, phu, "AMPINTEG", "primary header", 0))
+    gain_set = instruments.gain_setting(number(path, hdul[1].header, "GAIN", "extension 1", 0))
     amps = []
     for i in range(1, len(hdul)):
         hdr = hdul[i].header
         where = f"extension {i}"
         _require(path, hdr, RAW_EXT_KEYWORDS, where)
+        for key in _NUMERIC_EXT:
+            if key in hdr:
+                number(path, hdr, key, where)
         try:
             binning = parse_binning(hdr["CCDSUM"])
             secs = {k: Section.parse(hdr[k]) for k in ("DATASEC", "BIASSEC", "CCDSEC", "DETSEC")}
@@ -331,10 +372,11 @@ def read_processed(path) -> Frame:
 def _processed_frame(path: Path, data: bytes, hdul: fits.HDUList) -> Frame:
     found: dict[tuple[str, int], int] = {}
     tables = {}
+    _printable(path, hdul)
     for i, hdu in enumerate(hdul[1:], start=1):
         name = str(hdu.header.get("EXTNAME", "")).strip().upper()
         if name in ("SCI", "VAR", "DQ"):
-            found[(name, int(hdu.header.get("EXTVER", 1)))] = i
+            found[(name, int(number(path, hdu.header, "EXTVER", f"extension {i}", 1)))] = i
         elif isinstance(hdu, fits.BinTableHDU) and name:
             tables[name] = fits.BinTableHDU(hdu.data.copy(), hdu.header.copy())
     versions = sorted(v for (n, v) in found if n == "SCI")
@@ -368,9 +410,12 @@ os.umask(_UMASK)
 def _atomic(path: Path):
     """A binary file to write ``path`` through (bz2-compressed for a .bz2 name): a temporary file in the
     same folder, renamed into place when the block ends without an error, removed otherwise."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{socket.gethostname()}-{os.getpid()}.",
-                               suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{socket.gethostname()}-{os.getpid()}.",
+                                   suffix=".tmp")
+    except OSError as e:  # named by the product, not by its temporary file
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             if path.name.lower().endswith(".bz2"):
@@ -380,9 +425,26 @@ def _atomic(path: Path):
                 yield f
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; products get the mode the umask gives
         os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable_folder(folder, hint: str) -> Path:
+    """Make ``folder`` if needed and check that files can be written there; a GmosredError names the
+    folder, the problem and ``hint`` (what to do) otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".gmosred-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise GmosredError(f"{folder}: cannot write there ({e.strerror or e}): {hint}") from None
+    return folder
 
 
 def remove_stale_temporaries(folder) -> list[Path]:
@@ -477,7 +539,18 @@ def _ext_header(header: fits.Header) -> fits.Header:
     for card in header.cards:
         if card.keyword in _STRUCTURAL or card.keyword in ("", "COMMENT", "HISTORY"):
             continue
+        if card.keyword == "RADECSYS":  # raw GMOS headers' deprecated spelling (astropy warns on it)
+            if "RADESYS" not in header:
+                out.append(("RADESYS", card.value, card.comment))
+            continue
         out.append(card)
+    if "MJD-OBS" in out and "DATE-OBS" not in out:  # the WCS's time in the form astropy reads without a warning
+        try:
+            when = datetime(1858, 11, 17) + timedelta(days=float(out["MJD-OBS"]))
+            out.set("DATE-OBS", when.isoformat(timespec="milliseconds"), "UT start of the exposure (from MJD-OBS)",
+                    after="MJD-OBS")
+        except (TypeError, ValueError, OverflowError):
+            pass
     return out
 
 

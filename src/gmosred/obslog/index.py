@@ -67,12 +67,28 @@ def default_db(rawdir) -> Path:
     return Path(rawdir) / DEFAULT_DB
 
 
-def connect(db) -> sqlite3.Connection:
-    """Open (and create or upgrade) an observing log."""
-    con = sqlite3.connect(str(db), timeout=120.0, isolation_level=None)
-    con.row_factory = sqlite3.Row
-    con.execute("PRAGMA busy_timeout = 120000")
-    _ensure_schema(con)
+def connect(db, *, write: bool = True) -> sqlite3.Connection:
+    """Open an observing log: to write (created or upgraded if needed), or only to read (``write=False``:
+    never created or changed; a missing log is an error saying how to make one)."""
+    db = Path(db)
+    try:
+        if write:
+            con = sqlite3.connect(str(db), timeout=120.0, isolation_level=None)
+        elif not db.is_file():
+            raise GmosredError(f"{db}: no observing log there (make one with: gmosred obslog RAWDIR)")
+        else:
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=120.0, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout = 120000")
+        if write:
+            _ensure_schema(con)
+        else:
+            con.execute("SELECT 1 FROM obslog LIMIT 1")
+    except sqlite3.DatabaseError as e:
+        where = "the folder does not exist" if not db.parent.is_dir() else (
+            "the folder is not writable" if write and not os.access(db.parent, os.W_OK) else str(e))
+        hint = "; give --db in a folder you can write to" if write else ""
+        raise GmosredError(f"{db}: cannot {'write' if write else 'read'} the observing log ({where}){hint}") from None
     return con
 
 
@@ -221,7 +237,7 @@ def build(rawdir, db=None, *, include_focus: bool = False, checksum: bool = True
             else:
                 todo.append(str(path))
         results = []
-        bar = progress(total=len(todo), desc="obslog", enabled=show_progress)
+        bar = progress(total=len(todo), desc="obslog", enabled=show_progress if todo else False)
         jobs = jobs or os.cpu_count() or 1
         if jobs > 1 and len(todo) > 16:
             with ProcessPoolExecutor(min(jobs, len(todo) // 8 + 1)) as pool:
@@ -233,7 +249,11 @@ def build(rawdir, db=None, *, include_focus: bool = False, checksum: bool = True
                 results.append(_scan_one((p, checksum)))
                 bar.update()
         bar.close()
-        _write(con, rawdir, files, duplicates, results, summary, include_focus, rebuild)
+        try:
+            _write(con, rawdir, files, duplicates, results, summary, include_focus, rebuild)
+        except sqlite3.DatabaseError as e:
+            raise GmosredError(f"{db}: cannot write the observing log ({e}); give --db in a folder you can "
+                               "write to") from None
     finally:
         con.close()
     return summary
@@ -307,6 +327,9 @@ def set_use(db, files: list[str], use: bool) -> list[str]:
             if con.execute("UPDATE obslog SET use_me = ? WHERE File = ?", (int(use), name)).rowcount == 0:
                 unknown.append(f)
         con.execute("COMMIT")
+    except sqlite3.DatabaseError as e:
+        raise GmosredError(f"{db}: cannot write the observing log ({e}); give --db in a folder you can "
+                           "write to") from None
     finally:
         con.close()
     return unknown
@@ -314,7 +337,7 @@ def set_use(db, files: list[str], use: bool) -> list[str]:
 
 def summary_table(db) -> list[dict]:
     """One line per kind of frame: class, type, object, filter, binning, ROI, count, dates, exposure times."""
-    con = connect(db)
+    con = connect(db, write=False)
     try:
         rows = con.execute(
             "SELECT ObsClass, ObsType, Object, Filter2, CcdBin, RoI, COUNT(*) AS N, SUM(use_me) AS Used, "
@@ -327,7 +350,7 @@ def summary_table(db) -> list[dict]:
 
 
 def rejected(db) -> list[dict]:
-    con = connect(db)
+    con = connect(db, write=False)
     try:
         return [dict(r) for r in con.execute("SELECT File, Reason FROM rejected ORDER BY File")]
     finally:

@@ -144,7 +144,7 @@ def select(db, kind: str, **criteria) -> list[dict]:
     from .index import connect
 
     sql, params = build_query(kind, **criteria)
-    con = connect(db)
+    con = connect(db, write=False)
     try:
         return [dict(r) for r in con.execute(sql, params)]
     finally:
@@ -156,7 +156,7 @@ def explain_empty(db, kind: str, **criteria) -> str:
     from .index import connect
 
     conds, params = _conditions(kind, criteria)
-    con = connect(db)
+    con = connect(db, write=False)
     try:
         total = con.execute("SELECT COUNT(*) FROM obslog").fetchone()[0]
         if total == 0:

@@ -8,12 +8,14 @@ would satisfy it, and the other groups go on.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from ..errors import GmosredError
 from ..frame.model import stem
 from ..obslog import index as obslog
 from ..obslog import match
@@ -29,17 +31,26 @@ class Group:
 
     kind: str  # calibration-match row
     key: tuple
-    tag: str  # '' or '_<setup>' when the folder holds several setups
+    tag: str  # '' for the work folder's first setup, '_<setup>' for any other (see ``SETUPS``)
     band: str
 
     def describe(self) -> str:
         return match.describe(self.kind, self.key)
 
 
+#: The work folder's record of its first setup: the masters of that setup have the cookbook's names
+#: (MCbias.fits, MCflat_r.fits), those of every other setup carry it (MCbias_GMOS-S_EEV2037-06-03_2x2_
+#: FullFrame_slow-low.fits). The first setup is the one of the earliest science frame (of any frame if
+#: there is none) when the folder's first run starts, and it stays: frames of other setups added or
+#: removed later never rename (or remake) a product.
+SETUPS = "setups.json"
+
+
 @dataclass
 class Plan:
     tasks: list[Task]
     problems: list[str] = field(default_factory=list)
+    first_setup: tuple | None = None  # to record in SETUPS when the run starts (None: recorded already)
 
     def of(self, step: str) -> list[Task]:
         return [t for t in self.tasks if t.step == step]
@@ -77,11 +88,27 @@ def _when(row) -> datetime | None:
 
 
 def _tag(key: tuple, kind: str) -> str:
-    """The setup part of a master's name: '_GMOS-S_4x4_FullFrame_slow-low' (criteria values joined)."""
+    """The setup part of a master's name: '_GMOS-S_EEV2037-06-03_4x4_FullFrame_slow-low' (the criteria
+    values, the detector set named by its first CCD)."""
+    from .. import instruments
+
     values = match.values(kind, key)
+    try:
+        detector = instruments.detector_set(values["detector"]).ccd_names[0]
+    except (KeyError, instruments.UnknownInstrumentError):
+        detector = str(values.get("detector", "?"))[:16]
     binning = str(values.get("binning", "?")).replace(" ", "x")
     roi = str(values.get("roi", "?")).replace(" ", "")
-    return f"_{values.get('instrument')}_{binning}_{roi}_{values.get('read_speed')}-{values.get('gain_setting')}"
+    return (f"_{values.get('instrument')}_{detector.replace(' ', '')}_{binning}_{roi}_"
+            f"{values.get('read_speed')}-{values.get('gain_setting')}")
+
+
+def recorded_setup(workdir) -> tuple | None:
+    """The work folder's first setup as recorded (``SETUPS``), or None."""
+    try:
+        return tuple(json.loads((Path(workdir) / SETUPS).read_text())["first"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def make_plan(db, workdir, cfg: Config) -> Plan:
@@ -89,7 +116,7 @@ def make_plan(db, workdir, cfg: Config) -> Plan:
     from ..obslog import select
 
     workdir = Path(workdir)
-    con = obslog.connect(db)
+    con = obslog.connect(db, write=False)
     try:
         rows = {r["File"]: dict(r) for r in con.execute("SELECT * FROM obslog WHERE use_me=1 ORDER BY File")}
     finally:
@@ -101,16 +128,20 @@ def make_plan(db, workdir, cfg: Config) -> Plan:
         if kind == "sciImg":
             criteria["Object"] = s.objects
         chosen[kind] = [rows[r["File"]] for r in select.select(db, kind, **criteria) if r["File"] in rows]
-    # the setups (bias criteria) in the folder: masters carry a setup tag only when there are several
-    setups = {match.log_key(r, "bias") for frames in chosen.values() for r in frames}
     plan = Plan([])
+    first = recorded_setup(workdir)
+    if first is None:
+        frames = chosen["sciImg"] or [r for frames in chosen.values() for r in frames]
+        if frames:
+            first = plan.first_setup = match.log_key(min(frames, key=lambda r: (str(r["DateTime"]), r["File"])),
+                                                     "bias")
     made: dict[str, list[tuple[Group, Task, datetime | None]]] = {}  # step -> its masters
     for kind, recipe in RECIPES.items():
-        _plan_recipe(plan, chosen[kind], recipe, made, workdir, cfg, several=len(setups) > 1)
+        _plan_recipe(plan, chosen[kind], recipe, made, workdir, cfg, first)
     return plan
 
 
-def _plan_recipe(plan: Plan, frames: list[dict], recipe, made, workdir, cfg, several: bool) -> None:
+def _plan_recipe(plan: Plan, frames: list[dict], recipe, made, workdir, cfg, first_setup: tuple | None) -> None:
     first = STEPS[recipe[0]]
     params = step_params(first, cfg)
     lacking: dict = {}  # (why, setup, band) -> frames that cannot be made for that reason
@@ -120,7 +151,8 @@ def _plan_recipe(plan: Plan, frames: list[dict], recipe, made, workdir, cfg, sev
             groups.setdefault(match.log_key(r, first.match), []).append(r)
         for key, members in groups.items():
             setup = match.log_key(members[0], "bias")
-            group = Group(first.match, key, _tag(setup, "bias") if several else "", match.band(members[0]["Filter2"]))
+            group = Group(first.match, key, "" if setup == first_setup else _tag(setup, "bias"),
+                          match.band(members[0]["Filter2"]))
             times = sorted(t for t in map(_when, members) if t is not None)
             task = Task(first.name, workdir / first.output(group, params), [r["Path"] for r in members],
                         label=group.describe())
@@ -178,15 +210,32 @@ def _calibrate(task: Task, step, row: dict, made) -> list[tuple[str, bool]]:
     return missing
 
 
-def prepare(rawdir, workdir, cfg: Config, *, jobs: int = 1, show_progress: bool | None = None) -> Plan:
-    """Index ``rawdir`` into its observing log (in the work folder if the raw folder is read-only) and plan."""
+def prepare(rawdir, workdir, cfg: Config, *, jobs: int = 1, show_progress: bool | None = None,
+            dry_run: bool = False) -> Plan:
+    """Index ``rawdir`` into its observing log (in the work folder if the raw folder is read-only) and plan.
+    ``dry_run``: write nothing anywhere (the log is brought up to date in a temporary copy)."""
+    import contextlib
+    import shutil
+    import tempfile
+
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    db = obslog.default_db(rawdir) if os.access(rawdir, os.W_OK) else workdir / obslog.DEFAULT_DB
-    summary = obslog.build(rawdir, db, jobs=jobs, show_progress=show_progress)
-    for name, reason in sorted(summary.rejected.items()):
-        log.warning(f"{Path(rawdir) / name}: {reason}: not used")
-    plan = make_plan(db, workdir, cfg)
+    if not Path(rawdir).is_dir():
+        raise GmosredError(f"{rawdir}: no such folder")
+    db = obslog.default_db(rawdir)
+    if not os.access(rawdir, os.W_OK) or not os.access(db, os.W_OK) and db.exists():
+        db = workdir / obslog.DEFAULT_DB
+    with tempfile.TemporaryDirectory(prefix="gmosred-") if dry_run else contextlib.nullcontext() as scratch:
+        if dry_run:
+            copy = Path(scratch) / obslog.DEFAULT_DB
+            for kept in (db, obslog.default_db(rawdir)):
+                if kept.exists():
+                    shutil.copyfile(kept, copy)  # the use_me choices come along
+                    break
+            db = copy
+        summary = obslog.build(rawdir, db, jobs=jobs, show_progress=show_progress)
+        for name, reason in sorted(summary.rejected.items()):
+            log.warning(f"{Path(rawdir) / name}: {reason}: not used")
+        plan = make_plan(db, workdir, cfg)
     for problem in plan.problems:
         log.warning(problem)
     return plan

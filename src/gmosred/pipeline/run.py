@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,8 @@ from ..frame.model import remove_stale_temporaries
 from ..params import hashed_values
 from ..progress import progress
 from .config import Config
-from .plan import Plan
-from .runners import runner
+from .plan import SETUPS, Plan
+from .runners import replay, runner
 from .steps import STEPS, Task, step_params
 
 log = logging.getLogger("gmosred")
@@ -59,73 +60,126 @@ def task_hash(task: Task, cfg: Config, upstream: dict[str, str]) -> str:
     return h.hexdigest()
 
 
+class RunReport(dict):
+    """{step: StepReport} of one run, with the products left stale and why the run stopped, if it did."""
+
+    def __init__(self, steps):
+        super().__init__((name, StepReport()) for name in steps)
+        self.stale: dict[str, str] = {}  # product name -> why the file on disk is not today's
+        self.stopped: str | None = None
+        self.not_started = 0  # products left for the next run when the run stopped
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.values())
+
+    def lines(self) -> list[str]:
+        """The summary table, then the stale products and why the run stopped."""
+        out = [f"{'step':8s} {'made':>5s} {'up to date':>10s} {'failed':>7s} {'time':>8s}"]
+        out += [f"{step:8s} {r.done:5d} {r.skipped:10d} {r.failed:7d} {r.seconds:7.1f}s" for step, r in self.items()]
+        if self.stale:
+            out.append(f"stale: {len(self.stale)} product(s) on disk are from an earlier run and do not match "
+                       "their inputs now (not used, not counted as made):")
+            out += [f"  {name}: {why}" for name, why in sorted(self.stale.items())]
+        if self.stopped:
+            out.append(f"stopped: {self.stopped}; {self.not_started} product(s) not started (run again to make them)")
+        return out
+
+
 def _execute(step_name: str, task: Task, params: dict) -> str:
     """One task in a worker: the step's file function; returns the output's path."""
     return str(STEPS[step_name].run(task, params))
 
 
 def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | None = None, force: bool = False,
-             show_progress: bool | None = None, workers=None) -> dict[str, StepReport]:
+             show_progress: bool | None = None, workers=None) -> RunReport:
     """Make every product of the plan that is not up to date; returns a report per step. ``workers``:
     a runner started earlier (``runners.runner(..., warm=True)`` before the observing log is built),
-    used and closed here; otherwise one is made from ``jobs`` and ``dask``."""
+    used and closed here; otherwise one is made from ``jobs`` and ``dask``. A full disk (or a folder
+    turned read-only) stops the run: the tasks running finish, no new one starts, what is made is kept."""
     workdir = Path(workdir)
     if workdir.is_dir() and (stale := remove_stale_temporaries(workdir)):
         log.info(f"removed {len(stale)} unfinished file(s) left by a killed run")
     manifest_path = workdir / MANIFEST
     manifest = {} if force else _load_manifest(manifest_path)
-    reports = {name: StepReport() for name in STEPS if plan.of(name)}
+    report = RunReport(name for name in STEPS if plan.of(name))
     hashes: dict[str, str] = {}  # product path -> hash
     todo: list[Task] = []
+    failed: set[str] = set()
+
+    def save() -> None:
+        try:
+            _save_manifest(manifest_path, manifest)
+        except GmosredError as e:  # the products made stay; a later run checks and records them
+            if not report.stopped:
+                report.stopped = str(e)
+                log.error(f"{e}: the run stops")
+
+    def fail(task: Task, why: str) -> None:
+        failed.add(str(task.output))
+        report[task.step].failed += 1
+        if task.output.exists():
+            report.stale[task.output.name] = why
+        if manifest.pop(_rel(task.output, workdir), None) is not None:
+            save()  # never up to date again until remade
+
     for task in plan.tasks:
         try:
             hashes[str(task.output)] = h = task_hash(task, cfg, hashes)
         except OSError as e:
-            log.warning(f"{task.output.name}: not made: {e.filename or ''} {e.strerror or e}".strip())
-            reports[task.step].failed += 1
+            why = f"{e.filename or ''} {e.strerror or e}".strip()
+            log.warning(f"{task.output.name}: not made: {why}")
+            fail(task, why)
             continue
         if manifest.get(_rel(task.output, workdir)) == h and task.output.exists():
-            reports[task.step].skipped += 1
+            report[task.step].skipped += 1
         else:
             todo.append(task)
     if not todo:
         if workers is not None:
             workers.close(cancel=True)
-        return reports
+        return report
+    if plan.first_setup is not None:  # the folder's first run: its setup keeps the cookbook's names
+        _save_json(workdir / SETUPS, {"first": list(plan.first_setup)}, "record the folder's first setup")
     pending = {str(t.output) for t in todo}
-    failed: set[str] = set()
     waiting = list(todo)
     started: dict[str, float] = {}
     run = workers or runner(jobs, dask, tasks=len(todo))
     bar = progress(total=len(todo), desc="run", enabled=show_progress)
     running = 0
     try:
-        while waiting or running:
-            for task in list(waiting):
+        while (waiting and not report.stopped) or running:
+            for task in list(waiting) if not report.stopped else ():
                 needs = task.needs()
                 if any(n in failed for n in needs):
                     waiting.remove(task)
                     bad = next(Path(n).name for n in needs if n in failed)
                     log.warning(f"{task.output.name}: not made: {bad} failed in this run")
-                    failed.add(str(task.output))
-                    reports[task.step].failed += 1
+                    fail(task, f"{bad} failed in this run")
                     bar.update()
                 elif not any(n in pending for n in needs):
                     waiting.remove(task)
                     started.setdefault(task.step, time.perf_counter())
                     run.submit(task, _execute, task.step, task, step_params(STEPS[task.step], cfg))
                     running += 1
-            for task, (out, err) in run.wait():
+            for task, out in run.wait():
                 running -= 1
                 pending.discard(str(task.output))
-                rep = reports[task.step]
-                if err:
-                    log.warning(f"{err}: {task.output.name} not made")
-                    failed.add(str(task.output))
-                    rep.failed += 1
+                replay(out)
+                rep = report[task.step]
+                if out.problem:
+                    log.warning(f"{out.problem}: {task.output.name} not made")
+                    fail(task, out.problem)
+                    if out.stop and not report.stopped:
+                        report.stopped = out.problem
+                        log.error(f"{out.problem}: the run stops (the products made so far are kept; run "
+                                  "again to go on)")
+                        for queued in run.cancel_pending():
+                            running -= 1
+                            waiting.append(queued)
                 else:
                     manifest[_rel(task.output, workdir)] = hashes[str(task.output)]
-                    _save_manifest(manifest_path, manifest)
+                    save()
                     rep.done += 1
                 rep.seconds = time.perf_counter() - started[task.step]
                 bar.update()
@@ -135,7 +189,13 @@ def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | Non
     finally:
         bar.close()
     run.close()
-    return reports
+    report.not_started = len(waiting)
+    for task in waiting:  # not started: the run stopped
+        if task.output.exists():
+            report.stale[task.output.name] = "not remade: the run stopped"
+    if report.stopped:
+        remove_stale_temporaries(workdir)
+    return report
 
 
 def _rel(path: Path, workdir: Path) -> str:
@@ -154,28 +214,41 @@ def _load_manifest(path: Path) -> dict:
 
 
 def _save_manifest(path: Path, manifest: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _save_json(path, manifest, "record the products made")
+
+
+def _save_json(path: Path, data: dict, what: str) -> None:
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.json.tmp")  # as frame.model's
     try:
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise GmosredError(f"{path}: cannot record the products made ({e.strerror or e})") from None
+        raise GmosredError(f"{path}: cannot {what} ({e.strerror or e})") from None
 
 
 class logfile:
-    """Everything the pipeline reports also goes to ``workdir/gmosred.log`` (a context manager)."""
+    """Everything the pipeline reports also goes to ``workdir/gmosred.log`` (a context manager);
+    ``record(text)`` files lines that are printed, not logged (the plan, the summary)."""
 
     def __init__(self, workdir):
         self.path = Path(workdir) / "gmosred.log"
 
     def __enter__(self):
-        self.handler = logging.FileHandler(self.path)
+        try:
+            self.handler = logging.FileHandler(self.path)
+        except OSError as e:
+            raise GmosredError(f"{self.path}: cannot write the run's log ({e.strerror or e})") from None
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(self.handler)
         if log.level == logging.NOTSET or log.level > logging.INFO:
             log.setLevel(logging.INFO)
         return self
+
+    def record(self, text: str) -> None:
+        stream = self.handler.stream
+        stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO {text}\n")
+        stream.flush()
 
     def __exit__(self, *exc):
         log.removeHandler(self.handler)

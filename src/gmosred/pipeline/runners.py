@@ -7,14 +7,16 @@ the whole run, and die with it: Linux's parent-death signal, and a check of the 
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+from dataclasses import dataclass, field
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Callable, Sequence
 
-from ..errors import GmosredError
+from ..errors import GmosredError, os_problem
 from ..progress import progress
 
 log = logging.getLogger("gmosred")
@@ -54,19 +56,59 @@ def _die_with_parent(parent: int, warm: bool = False) -> None:
         warm_up()
 
 
-def guarded(fn, *args):
-    """Call ``fn(*args)``: (result, None), or (None, one line) for a problem a user can cause."""
+#: Errors after which no later task can succeed: the run stops (a full disk, a quota, a read-only folder).
+STOPPING = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+@dataclass
+class Outcome:
+    """What one task gave: its result, or ``problem`` (one line; ``stop``: the run cannot go on), and the
+    messages it logged (level, text), handed to this process's log in the order they were made."""
+
+    result: object = None
+    problem: str | None = None
+    stop: bool = False
+    messages: list = field(default_factory=list)
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list = []
+
+    def emit(self, record) -> None:
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+def guarded(fn, *args) -> Outcome:
+    """Call ``fn(*args)``, catching the problems a user can cause as one line, and collecting what it
+    logs (a worker's messages are printed and filed by the run, not glued onto its progress bar)."""
     if _PARENT is not None and os.getppid() != _PARENT:
         os._exit(1)  # orphaned: nobody will read the result
+    collect = _Collect()
+    handlers, level = log.handlers[:], log.level
+    log.handlers[:] = [collect]
+    log.setLevel(logging.INFO)
+    out = Outcome(messages=collect.messages)
     try:
-        return fn(*args), None
+        out.result = fn(*args)
     except GmosredError as e:
-        return None, str(e)
+        out.problem = str(e)
     except OSError as e:  # a full disk, a read-only folder, a file gone
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        return None, f"{where}{e.strerror or e}"
+        out.problem = os_problem(e)
+        out.stop = e.errno in STOPPING
     except MemoryError:
-        return None, "out of memory"
+        out.problem = "out of memory"
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+    return out
+
+
+def replay(out: Outcome) -> None:
+    """Log a task's collected messages here (where the log file and the bar-safe printer are)."""
+    for level, text in out.messages:
+        log.log(level, text)
 
 
 class Local:
@@ -83,6 +125,11 @@ class Local:
             return []
         key, fn, args = self._queue.pop(0)
         return [(key, guarded(fn, *args))]
+
+    def cancel_pending(self) -> list:
+        """Take back the tasks not started; returns their keys."""
+        keys, self._queue = [k for k, _, _ in self._queue], []
+        return keys
 
     def close(self, cancel: bool = False) -> None:
         pass
@@ -117,8 +164,13 @@ class Pool:
             try:
                 out.append((key, fut.result()))
             except Exception as e:  # a worker killed (out of memory, signal): the task failed
-                out.append((key, (None, f"worker failed ({type(e).__name__}: {e})")))
+                out.append((key, Outcome(problem=f"worker failed ({type(e).__name__}: {e})")))
         return out
+
+    def cancel_pending(self) -> list:
+        keys = [key for fut, key in list(self._running.items()) if fut.cancel()]
+        self._running = {fut: key for fut, key in self._running.items() if not fut.cancelled()}
+        return keys
 
     def close(self, cancel: bool = False) -> None:
         if self._pool is None:
@@ -159,6 +211,9 @@ class Dask:
         out += [(self._keys.pop(f.key), f.result()) for f in self._queue.next_batch(block=False)]
         return out
 
+    def cancel_pending(self) -> list:
+        return []  # a dask task may be running anywhere: let each finish
+
     def close(self, cancel: bool = False) -> None:
         self._client.close()
 
@@ -178,20 +233,23 @@ def run_each(fn: Callable, jobs_args: Sequence[tuple], *, desc: str, failed: str
     problem is one line ``<message>: <failed>`` and the others go on. Returns (outputs in order,
     {first item: error})."""
     run = runner(jobs, tasks=len(jobs_args))
-    results: dict = {}
+    results: dict[int, Outcome] = {}
     bar = progress(total=len(jobs_args), desc=desc, enabled=show_progress)
     try:
         for k, args in enumerate(jobs_args):
             run.submit(k, fn, *args)
         while len(results) < len(jobs_args):
-            for k, res in run.wait():
-                results[k] = res
-                if res[1]:
-                    log.warning(f"{res[1]}: {failed}")
+            for k, out in run.wait():
+                results[k] = out
+                replay(out)
+                if out.stop:  # no later file can be made either
+                    raise GmosredError(out.problem)
+                if out.problem:
+                    log.warning(f"{out.problem}: {failed}")
                 bar.update()
     finally:
         bar.close()
-        run.close()
-    done = [results[k][0] for k in range(len(jobs_args)) if not results[k][1]]
-    errors = {str(jobs_args[k][0]): results[k][1] for k in range(len(jobs_args)) if results[k][1]}
+        run.close(cancel=len(results) < len(jobs_args))
+    done = [results[k].result for k in range(len(jobs_args)) if not results[k].problem]
+    errors = {str(jobs_args[k][0]): results[k].problem for k in range(len(jobs_args)) if results[k].problem}
     return done, errors
