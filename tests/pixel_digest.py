@@ -53,6 +53,7 @@ if __name__ == "__main__":
         for f in pick(truth):
             os.symlink(tmp / "m8" / "raw" / f"{f}.fits", raw / f"{f}.fits")
         cfg = config.Config()
+        (tmp / "work").mkdir()
         plan = pipeline.prepare(raw, tmp / "work", cfg)
         pipeline.run_plan(plan, tmp / "work", cfg, show_progress=False)
         DIGESTS.write_text(json.dumps(digests(tmp / "work"), indent=1, sort_keys=True) + "\n")

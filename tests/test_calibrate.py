@@ -292,9 +292,8 @@ def test_star_fluxes_in_electrons(small_run, reduced):
         if rec["band"] != "i":  # r sees the nebula's lines: no flat local background for simple apertures
             continue
         extras = truth.extras(name)
-        w = truthmod.true_wcs(truth, rec)
-        x2, y2 = w.wcs_world2pix(np.asarray(truth.stars["ra"]), np.asarray(truth.stars["dec"]), 0)
-        flux = truthmod.star_electrons(np.asarray(truth.stars[rec["band"]]), rec["band"], rec["airmass"], rec["exptime"])
+        x2, y2 = truthmod.star_pixels(truth, truth.stars, rec)
+        flux = truthmod.star_electrons(truthmod.model.gmos_magnitudes(truth.stars, rec["band"]), rec["band"], rec["airmass"], rec["exptime"])
         for p in frame.read_processed(path).planes:
             c = p.extver
             cosmic = np.zeros(p.sci.shape, bool)

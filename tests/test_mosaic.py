@@ -192,9 +192,8 @@ def test_star_positions_and_fluxes(mosaics):
         m = frame.read_processed(mrg).planes[0]
         sky = np.median(m.sci[(m.dq == 0)])
         img = m.sci - sky
-        w = truthmod.true_wcs(truth, rec)
-        x2, y2 = w.wcs_world2pix(np.asarray(truth.stars["ra"]), np.asarray(truth.stars["dec"]), 0)
-        flux = truthmod.star_electrons(np.asarray(truth.stars["i"]), "i", rec["airmass"], rec["exptime"])
+        x2, y2 = truthmod.star_pixels(truth, truth.stars, rec)
+        flux = truthmod.star_electrons(truthmod.model.gmos_magnitudes(truth.stars, "i"), "i", rec["airmass"], rec["exptime"])
         sigma = rec["fwhm_arcsec"] / truth.layout.pixel_scale / 2.355
         xm, ym = x2 + offset, y2
         stars = []

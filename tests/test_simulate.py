@@ -147,18 +147,19 @@ def test_wcs_truth(small_run):
     assert 0.1 < err < 15
     assert 0.05 < abs(truth.run["pa_error_deg"]) < 0.15
     stars = truth.stars
+    ra_now, dec_now = truthmod.model.positions_at(stars, truthmod.model.julian_epoch(rec["start"]))
     for amp in raw.amps:
         hdr_wcs = WCS(amp.header)
         # a star's true pixel on this CCD, from the true CCD2 WCS and the placement
-        x2, y2 = true2.wcs_world2pix(np.asarray(stars["ra"]), np.asarray(stars["dec"]), 0)
+        x2, y2 = truthmod.star_pixels(truth, stars, rec)
         x, y = truthmod._ccd2_to_ccd(truth.layout, amp.ccd, x2, y2)
         ny, nx = truth.layout.shape
         on = (x > 0) & (x < nx) & (y > 0) & (y < ny)
         assert on.sum() > 50
         ext_x = x[on] + amp.datasec.x1
         ra, dec = hdr_wcs.wcs_pix2world(ext_x, y[on], 0)
-        dra = (ra - np.asarray(stars["ra"])[on]) * np.cos(np.radians(dec)) * 3600
-        ddec = (dec - np.asarray(stars["dec"])[on]) * 3600
+        dra = (ra - ra_now[on]) * np.cos(np.radians(dec)) * 3600
+        ddec = (dec - dec_now[on]) * 3600
         offset = np.hypot(np.median(dra), np.median(ddec))
         assert offset == pytest.approx(err, abs=0.5)
         assert np.std(dra) > 0.01  # the rotation error spreads the offsets over the field
@@ -174,9 +175,8 @@ def test_star_fluxes_in_raw_frame(small_run):
         adu = amp.data[amp.datasec.slices].astype(float)
         bias = rec["bias_level_adu"][1] + extras["row2"][:, None] + truth.detector.bias2d[1]
         image = (adu - bias) * amp.gain / truth.detector.flat["HaC"][1]
-        w = truthmod.true_wcs(truth, rec)
-        x, y = w.wcs_world2pix(np.asarray(truth.stars["ra"]), np.asarray(truth.stars["dec"]), 0)
-        flux = truthmod.star_electrons(np.asarray(truth.stars["HaC"]), "HaC", rec["airmass"], rec["exptime"])
+        x, y = truthmod.star_pixels(truth, truth.stars, rec)
+        flux = truthmod.star_electrons(truthmod.model.gmos_magnitudes(truth.stars, "HaC"), "HaC", rec["airmass"], rec["exptime"])
         ny, nx = image.shape
         cosmic = np.zeros(image.shape, bool)
         cosmic[extras["cr2_y"], extras["cr2_x"]] = True
@@ -199,15 +199,25 @@ def test_star_fluxes_in_raw_frame(small_run):
     assert checked >= 5
 
 
-def test_reference_catalog(small_run):
+def test_reference_catalogues(small_run):
+    """Gaia-like astrometry (errors growing with G, proper motions, a few two-parameter sources) and PS1-like
+    photometry (catalogue-system r and i) as the servers give them; the stars move by their proper motions."""
     out, truth = small_run
-    ref, stars = truth.reference, truth.stars
-    assert ref["r"].max() < 21.5 and len(ref) > 300
+    gaia, ps1, stars = truth.gaia, truth.ps1, truth.stars
     idx = {i: n for n, i in enumerate(stars["id"])}
-    s = stars[[idx[i] for i in ref["id"]]]
-    dra = (ref["ra"] - s["ra"]) * np.cos(np.radians(s["dec"])) * 3.6e6
-    assert np.std(dra) == pytest.approx(10.0, rel=0.15)  # mas
-    assert np.std(ref["r"] - s["r"]) < 0.1 and np.std(ref["i"] - s["i"]) > 0.005
+    s = stars[[idx[i - 4000000000000000000] for i in gaia["source_id"]]]
+    pull = (gaia["ra"] - s["ra"]) * np.cos(np.radians(s["dec"])) * 3.6e6 / gaia["ra_error"]
+    assert np.std(pull) == pytest.approx(1.0, rel=0.1)
+    good = np.isfinite(gaia["pmra"])
+    assert 0.01 < 1 - good.mean() < 0.06
+    assert np.std((gaia["pmdec"] - s["pmdec"])[good] / gaia["pmdec_error"][good]) == pytest.approx(1.0, rel=0.1)
+    assert np.median(s["pmdec"]) < -1.0  # a mean motion: ignoring it misses by tens of mas over a decade
+    s = stars[[idx[i - 100000000000] for i in ps1["objID"]]]
+    assert ps1["rMeanPSFMag"].min() > 13.5 and len(ps1) > 1000
+    assert np.std((ps1["rMeanPSFMag"] - s["r"]) / ps1["rMeanPSFMagErr"]) == pytest.approx(1.0, rel=0.1)
+    # GMOS magnitudes carry the colour term in r - i
+    gm = truthmod.model.gmos_magnitudes(stars, "i") - stars["i"]
+    assert np.allclose(gm, truthmod.model.COLOUR_TERM["i"] * (stars["r"] - stars["i"]))
 
 
 def test_fringe_only_in_i(small_run):

@@ -97,6 +97,20 @@ VIGNETTING = 0.06  # fractional fall-off at the corner of the field
 COSMIC_RATE = 6.0e-8
 #: Nebula map sampling (arcsec per pixel) and half-size (arcsec E-W, N-S).
 NEBULA_PIXEL, NEBULA_HALF = 0.5, (600.0, 270.0)
+#: Epoch of the star table's positions (Gaia DR3's) and of the PS1-like catalogue's mean positions.
+GAIA_EPOCH, PS1_EPOCH = 2016.0, 2012.0
+#: Proper motions (mas/yr, pmra includes cos dec): field stars toward the Galactic centre (mean, dispersion)
+#: and the young cluster's common motion with its internal dispersion.
+PM_FIELD, PM_FIELD_SIGMA = (-1.5, -4.0), 3.0
+PM_CLUSTER, PM_CLUSTER_SIGMA = (1.3, -2.0), 0.4
+#: Optical distortion: radial (pincushion) about CCD2's centre, this many arcsec at 200 arcsec from it
+#: (exactly a third-order SIP polynomial in the true WCS; the header WCS knows nothing of it).
+DISTORTION_ARCSEC_AT_200 = 0.25
+#: Colour terms: GMOS broad-band magnitudes = catalogue (PS1-like) magnitude + term x (r - i).
+COLOUR_TERM = {"r": 0.035, "i": -0.045}
+#: Normal stars' narrow-band AB magnitudes: band = r + slope x (r - i) (zero at a flat spectrum, by the AB
+#: definition), less a line excess for Ha emitters (Ha, and a fifth of it in SII).
+NARROWBAND_SLOPE = {"Ha": 0.10, "HaC": 0.12, "SII": 0.14}
 
 
 def _nominal(cam: Camera, ccd_name: str, band: str) -> float:
@@ -163,9 +177,10 @@ class Layout:
         return (nx - 1) / 2.0, (ny - 1) / 2.0
 
 
-def true_wcs(layout: Layout, crval: tuple[float, float], pa: float):
-    """TAN WCS of CCD2 (binned data pixels, FITS 1-based), for a pointing at CCD2's centre."""
-    from astropy.wcs import WCS
+def true_wcs(layout: Layout, crval: tuple[float, float], pa: float, distortion: float = 0.0):
+    """TAN WCS of CCD2 (binned data pixels, FITS 1-based), for a pointing at CCD2's centre; with a radial
+    ``distortion`` (arcsec at 200 arcsec from the centre) as SIP terms: use ``all_world2pix`` with it."""
+    from astropy.wcs import WCS, Sip
 
     s = layout.pixel_scale / 3600.0
     t = math.radians(-pa)
@@ -178,6 +193,13 @@ def true_wcs(layout: Layout, crval: tuple[float, float], pa: float):
     w.wcs.cd = s * np.array([[-math.cos(t), math.sin(t)], [-math.sin(t), -math.cos(t)]])
     w.wcs.radesys = "FK5"
     w.wcs.equinox = 2000.0
+    if distortion:
+        # u' = u (1 + k r^2): A_30 = A_12 = B_21 = B_03 = k, with r in binned pixels
+        k = distortion / 200.0**3 * layout.pixel_scale**2
+        a, b = np.zeros((4, 4)), np.zeros((4, 4))
+        a[3, 0] = a[1, 2] = b[2, 1] = b[0, 3] = k
+        w.wcs.ctype = ["RA---TAN-SIP", "DEC--TAN-SIP"]
+        w.sip = Sip(a, b, None, None, w.wcs.crpix)
     return w
 
 
@@ -216,19 +238,53 @@ def star_catalog(rng: np.random.Generator, n: int = 12000):
     emitter = rng.random(n) < 0.04
     ha_excess = np.where(emitter, rng.uniform(0.5, 2.0, n), 0.0)
     ra, dec = _offsets_to_radec(east, north)
+    member = np.zeros(n, bool)
+    member[:nc] = True
+    pmra = np.where(member, rng.normal(PM_CLUSTER[0], PM_CLUSTER_SIGMA, n), rng.normal(PM_FIELD[0], PM_FIELD_SIGMA, n))
+    pmdec = np.where(member, rng.normal(PM_CLUSTER[1], PM_CLUSTER_SIGMA, n), rng.normal(PM_FIELD[1], PM_FIELD_SIGMA, n))
     t = Table()
     t["id"] = np.arange(1, n + 1)
     t["ra"], t["dec"] = ra, dec
+    t["pmra"], t["pmdec"] = pmra, pmdec
+    t["cluster"] = member
     t["r"] = r
     t["i"] = r - ri
-    t["Ha"] = r - 0.05 + 0.1 * ri - ha_excess
-    t["HaC"] = r - 0.02 + 0.12 * ri
-    t["SII"] = r + 0.1 * ri - 0.2 * ha_excess
+    t["Ha"] = r + NARROWBAND_SLOPE["Ha"] * ri - ha_excess
+    t["HaC"] = r + NARROWBAND_SLOPE["HaC"] * ri
+    t["SII"] = r + NARROWBAND_SLOPE["SII"] * ri - 0.2 * ha_excess
     t["ha_emitter"] = emitter
     for c in ("ra", "dec"):
         t[c].unit = "deg"
-    t.meta["comment"] = "AB magnitudes outside the atmosphere; zero points and extinction in run.json"
+    t["pmra"].unit = t["pmdec"].unit = "mas / yr"
+    t.meta["epoch"] = GAIA_EPOCH
+    t.meta["comment"] = ("positions at epoch 2016.0 (pmra includes cos dec); r and i in the catalogue's (PS1-like) "
+                         "system, the GMOS system adds COLOUR_TERM x (r - i); narrow bands in the GMOS AB system, "
+                         "all outside the atmosphere; zero points and extinction in run.json")
     return t
+
+
+def julian_epoch(start_iso: str) -> float:
+    """Julian year of an ISO date-time (a frame's epoch)."""
+    from datetime import datetime
+
+    mjd = (datetime.fromisoformat(start_iso) - datetime(1858, 11, 17)).total_seconds() / 86400.0
+    return 2000.0 + (mjd - 51544.5) / 365.25
+
+
+def positions_at(stars, epoch: float) -> tuple[np.ndarray, np.ndarray]:
+    """Stars' (RA, Dec) in degrees at ``epoch``, moved linearly from the table's epoch by their proper motions."""
+    dt = epoch - stars.meta.get("epoch", GAIA_EPOCH)
+    dec = np.asarray(stars["dec"], float)
+    ra = np.asarray(stars["ra"], float) + np.asarray(stars["pmra"]) * dt / 3.6e6 / np.cos(np.radians(dec))
+    return ra, dec + np.asarray(stars["pmdec"]) * dt / 3.6e6
+
+
+def gmos_magnitudes(stars, band: str) -> np.ndarray:
+    """Stars' AB magnitudes in the GMOS filter ``band`` (outside the atmosphere)."""
+    m = np.asarray(stars[band], float)
+    if band in COLOUR_TERM:
+        m = m + COLOUR_TERM[band] * (np.asarray(stars["r"]) - np.asarray(stars["i"]))
+    return m
 
 
 def _offsets_to_radec(east, north):
@@ -254,24 +310,57 @@ def _tangent_wcs(pixel_arcsec: float, shape: tuple[int, int] | None = None):
     return w
 
 
-def reference_catalog(stars, rng: np.random.Generator, limit: float = 21.0):
-    """A catalogue as a user would fetch it: stars to r = ``limit``, 10 mas astrometric noise,
-    r and i magnitudes with errors growing toward the faint end."""
+def gaia_catalog(stars, rng: np.random.Generator, limit: float = 21.0):
+    """A Gaia DR3-like catalogue: G < ``limit`` (G = r - 0.1 - 0.3 (r - i)), positions at 2016.0 and proper
+    motions with DR3-like errors growing with G; 3% of the sources have two-parameter solutions (no proper
+    motion, larger position errors). Its column names are Gaia's."""
     from astropy.table import Table
 
-    sel = stars[stars["r"] < limit]
-    n = len(sel)
-    pos_err = np.full(n, 10.0)  # mas
-    cosd = np.cos(np.radians(sel["dec"]))
+    g = np.asarray(stars["r"]) - 0.1 - 0.3 * (np.asarray(stars["r"]) - np.asarray(stars["i"]))
+    sel = np.flatnonzero((g < limit) & (g > 6.0))
+    s, g = stars[sel], g[sel]
+    n = len(s)
+    pos_err = np.clip(0.1 * 10 ** (0.25 * (g - 17.0)), 0.02, None)  # mas
+    pm_err = 1.0 * pos_err  # mas/yr
+    two_param = rng.random(n) < 0.03
+    pos_err = np.where(two_param, 4.0 * pos_err + 0.5, pos_err)
+    cosd = np.cos(np.radians(np.asarray(s["dec"])))
     out = Table()
-    out["id"] = sel["id"]
-    out["ra"] = sel["ra"] + rng.normal(0, pos_err / 3.6e6, n) / cosd
-    out["dec"] = sel["dec"] + rng.normal(0, pos_err / 3.6e6, n)
-    out["ra_err_mas"], out["dec_err_mas"] = pos_err, pos_err
+    out["source_id"] = 4000000000000000000 + np.asarray(s["id"], np.int64)
+    out["ra"] = np.asarray(s["ra"]) + rng.normal(0, 1, n) * pos_err / 3.6e6 / cosd
+    out["dec"] = np.asarray(s["dec"]) + rng.normal(0, 1, n) * pos_err / 3.6e6
+    out["ra_error"], out["dec_error"] = pos_err, pos_err
+    out["pmra"] = np.where(two_param, np.nan, np.asarray(s["pmra"]) + rng.normal(0, 1, n) * pm_err)
+    out["pmdec"] = np.where(two_param, np.nan, np.asarray(s["pmdec"]) + rng.normal(0, 1, n) * pm_err)
+    out["pmra_error"] = np.where(two_param, np.nan, pm_err)
+    out["pmdec_error"] = np.where(two_param, np.nan, pm_err)
+    out["ref_epoch"] = np.full(n, GAIA_EPOCH)
+    out["phot_g_mean_mag"] = g + rng.normal(0, 0.003, n)
+    for c in ("ra", "dec"):
+        out[c].unit = "deg"
+    return out
+
+
+def ps1_catalog(stars, rng: np.random.Generator, bright: float = 14.0, limit: float = 22.5):
+    """A Pan-STARRS1-like catalogue: mean positions (epoch 2012, 15 mas noise, no proper motions) and r, i PSF
+    magnitudes with errors growing toward the faint end; saturated brighter than ``bright``. PS1's column names."""
+    from astropy.table import Table
+
+    sel = np.flatnonzero((np.asarray(stars["r"]) < limit) & (np.asarray(stars["r"]) > bright)
+                         & (np.asarray(stars["i"]) > bright))
+    s = stars[sel]
+    n = len(s)
+    ra, dec = positions_at(s, PS1_EPOCH)
+    err = 15.0
+    out = Table()
+    out["objID"] = 100000000000 + np.asarray(s["id"], np.int64)
+    out["raMean"] = ra + rng.normal(0, err / 3.6e6, n) / np.cos(np.radians(dec))
+    out["decMean"] = dec + rng.normal(0, err / 3.6e6, n)
     for band in ("r", "i"):
-        err = 0.01 + 0.02 * 10 ** (0.4 * (sel[band] - 20.0))
-        out[band] = sel[band] + rng.normal(0, 1, n) * err
-        out[f"{band}_err"] = err
+        m = np.asarray(s[band])
+        e = np.sqrt(0.008**2 + (0.02 * 10 ** (0.4 * (m - 20.0)))**2)
+        out[f"{band}MeanPSFMag"] = m + rng.normal(0, 1, n) * e
+        out[f"{band}MeanPSFMagErr"] = e
     return out
 
 

@@ -36,7 +36,8 @@ def simulate_run(outdir, size: str = "small", seed: int = 1, jobs: int = 1, show
     rng = np.random.default_rng(seed)
     exposures = obsplan.observing_plan(size, np.random.default_rng([seed, 1]), cam.site, cam.years_after_2006)
     stars = model.star_catalog(np.random.default_rng([seed, 2]))
-    reference = model.reference_catalog(stars, np.random.default_rng([seed, 3]))
+    gaia = model.gaia_catalog(stars, np.random.default_rng([seed, 3]))
+    ps1 = model.ps1_catalog(stars, np.random.default_rng([seed, 6]))
     nebula, nebula_wcs = model.nebula_maps(np.random.default_rng([seed, 4]))
     det = model.detector_truth(layout, np.random.default_rng([seed, 5]))
 
@@ -56,14 +57,16 @@ def simulate_run(outdir, size: str = "small", seed: int = 1, jobs: int = 1, show
         "binning": spec.binning, "camera": cam.name, "detid": cam.detid,
         "pixel_scale": layout.pixel_scale, "zero_points": model.zero_points(cam), "extinction": model.EXTINCTION,
         "sky_mag": model.SKY_MAG, "moffat_beta": model.MOFFAT_BETA, "overscan_leak": model.OVERSCAN_LEAK,
-        "pa_error_deg": pa_error, "amplifiers": [a.name for a in cam.amps],
+        "pa_error_deg": pa_error, "colour_term": model.COLOUR_TERM, "narrowband_slope": model.NARROWBAND_SLOPE,
+        "distortion_arcsec_at_200": model.DISTORTION_ARCSEC_AT_200, "star_epoch": model.GAIA_EPOCH, "amplifiers": [a.name for a in cam.amps],
         "amplifier_ccd": [a.ccd for a in cam.amps], "frames": records,
-        "notes": ("Star fluxes: e- = t 10**(-0.4 (m - ZP_CCD2 + k (X - 1))); the flat-field response per CCD "
+        "notes": ("Star fluxes: e- = t 10**(-0.4 (m - ZP_CCD2 + k (X - 1))), m the GMOS-system magnitude (catalogue "
+                  "r, i + colour_term x (r - i)) at the star's position moved to the frame's epoch; the flat-field response per CCD "
                   "carries the CCD-to-CCD sensitivity (from the per-CCD zero points) and is normalised to a median "
                   "of 1 over CCD2's illuminated central region. Fringes are additive in flat-fielded electrons."),
     }
-    truth.save_static(truthdir, run, stars, reference, nebula, nebula_wcs, det)
-    state = truth.Truth(truthdir, run, stars, reference, nebula, nebula_wcs, det)
+    truth.save_static(truthdir, run, stars, gaia, ps1, nebula, nebula_wcs, det)
+    state = truth.Truth(truthdir, run, stars, gaia, ps1, nebula, nebula_wcs, det)
 
     _STATE["truth"], _STATE["rawdir"] = state, rawdir
     results = []

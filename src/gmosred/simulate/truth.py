@@ -5,8 +5,9 @@ Layout of ``OUTDIR/truth/``:
 
 * ``run.json``: settings, photometric constants, and one record per raw frame (pointing, true and
   header WCS, seeing, sky, fringe amplitude, bias offsets, gains...).
-* ``stars.ecsv``: every star (RA, Dec, AB magnitude per band); ``reference_catalog.ecsv``: what a
-  user would fetch from a catalogue server (r < 21, 10 mas noise, r and i with errors).
+* ``stars.ecsv``: every star (RA, Dec at 2016.0, proper motion, AB magnitude per band); ``gaia.ecsv`` and
+  ``ps1.ecsv``: what a catalogue server would give (Gaia DR3-like astrometry, Pan-STARRS1-like photometry,
+  with their column names and realistic errors).
 * ``nebula.fits``: Ha, SII and continuum surface-brightness maps (e-/s/arcsec^2) with their WCS.
 * ``detector.fits``: per CCD, the static bias structure (ADU), lit fraction, bad-pixel kind,
   hot-pixel rate, fringe pattern and the flat-field response per band.
@@ -30,7 +31,8 @@ class Truth:
     root: Path
     run: dict
     stars: object  # astropy Table
-    reference: object
+    gaia: object
+    ps1: object
     nebula: dict[str, np.ndarray]
     nebula_wcs: object
     detector: model.DetectorTruth
@@ -73,8 +75,18 @@ def star_electrons(mag, band: str, airmass: float, exptime: float, cam: model.Ca
 
 
 def true_wcs(truth_or_layout, rec: dict):
+    """The frame's true WCS of CCD2 with the optics' distortion (SIP): use ``all_world2pix``/``all_pix2world``."""
     layout = truth_or_layout.layout if isinstance(truth_or_layout, Truth) else truth_or_layout
-    return model.true_wcs(layout, (rec["true_crval"][0], rec["true_crval"][1]), rec["true_pa"])
+    return model.true_wcs(layout, (rec["true_crval"][0], rec["true_crval"][1]), rec["true_pa"],
+                          model.DISTORTION_ARCSEC_AT_200)
+
+
+def star_pixels(truth_or_layout, stars, rec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """True CCD2 pixel (0-based x, y) of every star in one frame: moved to the frame's epoch, through the
+    true WCS with its distortion."""
+    ra, dec = model.positions_at(stars, model.julian_epoch(rec["start"]))
+    x, y = true_wcs(truth_or_layout, rec).all_world2pix(ra, dec, 0, tolerance=1e-6)
+    return x, y
 
 
 def frame_electrons(truth: Truth, rec: dict, ccd: int, extras: dict | None = None) -> np.ndarray:
@@ -94,11 +106,11 @@ def frame_electrons(truth: Truth, rec: dict, ccd: int, extras: dict | None = Non
         light += neb * (layout.pixel_scale**2 * rec["exptime"] * ext)
         if rec["fringe_e"]:
             light += rec["fringe_e"] * det.fringe[c]
-        stars = truth.stars
-        x2, y2 = wcs2.wcs_world2pix(np.asarray(stars["ra"]), np.asarray(stars["dec"]), 0)
+        x2, y2 = star_pixels(layout, truth.stars, rec)
         x, y = _ccd2_to_ccd(layout, ccd, x2, y2)
         inside = (x > -100) & (x < nx + 100) & (y > -100) & (y < ny + 100)
-        flux = star_electrons(np.asarray(stars[band])[inside], band, rec["airmass"], rec["exptime"], layout.camera)
+        flux = star_electrons(model.gmos_magnitudes(truth.stars, band)[inside], band, rec["airmass"], rec["exptime"],
+                              layout.camera)
         model.add_stars(light, x[inside], y[inside], flux, rec["fwhm_arcsec"] / layout.pixel_scale)
     else:  # twilight
         fx, fy = model.focal_coords(layout, ccd)
@@ -122,13 +134,14 @@ def _ccd2_to_ccd(layout: model.Layout, ccd: int, x2, y2):
 
 
 # ------------------------------------------------------------------ saving and loading
-def save_static(root: Path, run: dict, stars, reference, nebula, nebula_wcs, det: model.DetectorTruth) -> None:
+def save_static(root: Path, run: dict, stars, gaia, ps1, nebula, nebula_wcs, det: model.DetectorTruth) -> None:
     from astropy.io import fits
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "frames").mkdir(exist_ok=True)
     stars.write(root / "stars.ecsv", overwrite=True)
-    reference.write(root / "reference_catalog.ecsv", overwrite=True)
+    gaia.write(root / "gaia.ecsv", overwrite=True)
+    ps1.write(root / "ps1.ecsv", overwrite=True)
     hdr = nebula_wcs.to_header()
     hdr["BUNIT"] = "electron / (s arcsec2)"
     maps = []
@@ -172,5 +185,5 @@ def load_truth(outdir) -> Truth:
         det = model.DetectorTruth(
             bias2d=get("BIAS2D"), illum=get("ILLUM"), badpix=get("BADPIX"), hot_rate=get("HOTRATE"),
             flat={b: get(f"FLAT_{b.upper()}") for b in obsplan.FILTERS}, fringe=get("FRINGE"))
-    return Truth(root, run, Table.read(root / "stars.ecsv"), Table.read(root / "reference_catalog.ecsv"),
-                 nebula, nebula_wcs, det)
+    return Truth(root, run, Table.read(root / "stars.ecsv"), Table.read(root / "gaia.ecsv"),
+                 Table.read(root / "ps1.ecsv"), nebula, nebula_wcs, det)
