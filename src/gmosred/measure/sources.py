@@ -1,0 +1,247 @@
+"""Sources: background and detection on a mosaic plane, robust where nebulosity fills the field.
+
+Detection (DAOFIND's idea, with ``sep`` for the segmentation and deblending): the plane less a background
+is filtered with a zero-sum Gaussian of the seeing (a Gaussian less its mean over a box of 1.5 FWHM
+radius), which answers to point sources and not to anything smooth on the scale of the box, and divided
+by its noise from the VAR plane: the detection image is a signal-to-noise map, thresholded at
+``threshold``. The background is measured twice: a coarse ``sep`` mesh for a first detection of the
+brighter sources, then, with their footprints (dilated by the seeing) and every DQ-flagged pixel masked, a
+normalised Gaussian average two FWHM wide that follows the nebula's filaments without the stars' wings.
+
+Per source: windowed centroid (``sep.winpos``) and its error, flux in a circular aperture scaled to the
+seeing and in a Kron ellipse, FWHM (from the area above half the peak), ellipticity, compactness (peak
+against a point source of its flux) and flags (:data:`FLAGS`). Which detections are stars is decided where
+the catalogue tells (:func:`classify`, from the sources matched to reference stars), not by a fixed rule.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..frame import dq as dqbits
+from ..params import checked, param
+
+#: Source flags (OBJCAT's FLAGS column, bit values).
+BLENDED, SATURATED, DQ_TOUCHED, EDGE, EXTENDED, TRUNCATED, SHARP = 1, 2, 4, 8, 16, 32, 64
+FLAGS = {BLENDED: "blended (deblended from a neighbour)", SATURATED: "saturated or non-linear pixel in the aperture",
+         DQ_TOUCHED: "bad, cosmic-ray or unilluminated pixel in the aperture", EDGE: "aperture touches the edge or a gap",
+         EXTENDED: "less compact than the frame's stars (nebular knot or filament, galaxy, blend)",
+         TRUNCATED: "aperture truncated by the image edge", SHARP: "sharper than the frame's stars (cosmic ray, hot pixel)"}
+#: The first pass's nominal seeing (arcsec), before the frame's own is measured.
+NOMINAL_SEEING = 0.8
+
+
+@checked
+class DetectParams:
+    """Source detection and photometry."""
+
+    threshold: float = param(5.0, "detection threshold: signal-to-noise of the seeing-matched filter", low=1.0)
+    minarea: int = param(3, "minimum pixels above the threshold in the filtered image", low=1)
+    background: float = param(2.0, "width of the background average, in FWHM (with the sources masked)", low=0.5)
+    deblend_cont: float = param(0.005, "deblending contrast (1 = no deblending)", low=0.0, high=1.0)
+    aperture: float = param(1.5, "radius of the circular aperture, in FWHM", low=0.3, high=10.0)
+
+
+def _native(a: np.ndarray, dtype=np.float32) -> np.ndarray:
+    return np.array(a, dtype=np.dtype(dtype).newbyteorder("="), order="C", copy=True)
+
+
+def detection_image(sub: np.ndarray, var: np.ndarray, fwhm: float) -> np.ndarray:
+    """Signal-to-noise of the zero-sum Gaussian filter (sigma = fwhm / 2.355, box radius 1.5 FWHM)."""
+    from scipy import ndimage
+
+    s = fwhm / 2.3548
+    r = max(2, int(np.ceil(1.5 * fwhm)))
+    n = 2 * r + 1
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    g = np.exp(-(xx**2 + yy**2) / (2 * s * s))
+    k = g - g.mean()
+    conv = ndimage.gaussian_filter(sub, s, truncate=r / s) * g.sum() - g.mean() * ndimage.uniform_filter(sub, n) * n * n
+    local_var = ndimage.uniform_filter(var, 4 * n)
+    return (conv / np.sqrt((k**2).sum() * np.maximum(local_var, 1e-12))).astype(np.float32)
+
+
+def smooth_background(data: np.ndarray, use: np.ndarray, width: float) -> np.ndarray:
+    """Normalised Gaussian average (sigma = ``width`` / 2.355) of ``data`` over the pixels ``use``."""
+    from scipy import ndimage
+
+    s = width / 2.3548
+    w = use.astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(use, data, 0).astype(np.float32), s, truncate=3.0)
+    den = ndimage.gaussian_filter(w, s, truncate=3.0)
+    # where a whole neighbourhood is masked (a big star, a gap), a wider average fills in
+    wide = den < 0.05
+    if wide.any():
+        num2 = ndimage.gaussian_filter(np.where(use, data, 0).astype(np.float32), 4 * s, truncate=3.0)
+        den2 = ndimage.gaussian_filter(w, 4 * s, truncate=3.0)
+        num, den = np.where(wide, num2, num), np.where(wide, den2, den)
+    return (num / np.maximum(den, 1e-6)).astype(np.float32)
+
+
+def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel_scale: float,
+           params: DetectParams = DetectParams(), fwhm: float | None = None):
+    """Sources of one plane (SCI in electrons, VAR, DQ). Returns (table, info): an astropy Table of the sources
+    (FITS 1-based pixel positions, SExtractor's column names) and {background, noise, fwhm_px, ...}.
+
+    ``fwhm``: the frame's seeing in pixels where it is known (from the stars matched to a catalogue); without
+    it, the narrowest well-populated mode of the first pass's widths."""
+    import sep
+    from astropy.table import Table
+    from scipy import ndimage
+
+    sep.set_extract_pixstack(5_000_000)
+    sep.set_sub_object_limit(4096)
+    data = _native(sci)
+    dqn = np.zeros(data.shape, np.uint16) if dq is None else np.asarray(dq)
+    bad = (dqn & (dqbits.NO_DATA | dqbits.UNILLUMINATED | dqbits.BAD_PIXEL | dqbits.COSMIC_RAY)) != 0
+    sat = (dqn & (dqbits.SATURATED | dqbits.NON_LINEAR)) != 0
+    mask = bad | ~np.isfinite(data)
+    if var is None:
+        variance = np.full(data.shape, np.float32(np.var(data[~mask]) if (~mask).any() else 1.0))
+    else:
+        variance = _native(var)
+    mask |= ~np.isfinite(variance) | (variance <= 0)
+    if mask.all():
+        return Table(names=_COLUMNS, dtype=[float] * len(_COLUMNS)), {"background": 0.0, "noise": 0.0,
+                                                                     "fwhm_px": 0.0, "n_detected": 0}
+    data[mask] = 0.0
+    typical_var = float(np.median(variance[~mask]))
+    variance[mask] = typical_var
+    # pass 1: coarse background, the brighter sources at the nominal seeing, the frame's seeing from them
+    mesh = max(32, int(round(20.0 / pixel_scale)))
+    bkg = sep.Background(data, mask=mask, bw=mesh, bh=mesh, fw=3, fh=3)
+    sub = data - bkg.back()
+    sub[mask] = 0.0
+    nominal = max(NOMINAL_SEEING / pixel_scale, 1.5)
+    first, seg = sep.extract(detection_image(sub, variance, nominal), 10.0, err=1.0, mask=mask, minarea=params.minarea,
+                             filter_kernel=None, deblend_cont=1.0, segmentation_map=True)
+    if fwhm is None:
+        fwhm = _seeing(sub, first["x"], first["y"], nominal)
+    grow = int(2 * np.ceil(fwhm)) | 1
+    footprint = ndimage.maximum_filter(seg > 0, size=grow)
+    # pass 2: the background with the sources masked, then the detection
+    back = smooth_background(data, ~(mask | footprint), params.background * fwhm)
+    sub = data - back
+    sub[mask] = 0.0
+    objs = sep.extract(detection_image(sub, variance, fwhm), params.threshold, err=1.0, mask=mask,
+                       minarea=params.minarea, filter_kernel=None, deblend_cont=params.deblend_cont)
+    info = {"background": float(np.median(back[~mask])), "noise": float(np.sqrt(typical_var)),
+            "fwhm_px": float(fwhm), "n_detected": int(len(objs))}
+    if len(objs) == 0:
+        return Table(names=_COLUMNS, dtype=[float] * len(_COLUMNS)), info
+    x, y = objs["x"], objs["y"]
+    sig = fwhm / 2.3548
+    xw, yw, _ = sep.winpos(sub, x, y, np.full(len(x), sig), mask=mask)
+    moved = ~np.isfinite(xw) | ~np.isfinite(yw) | (np.hypot(xw - x, yw - y) > 0.5 * fwhm)
+    xw, yw = np.where(moved, x, xw), np.where(moved, y, yw)
+    radius = params.aperture * fwhm
+    flux, ferr, aflag = sep.sum_circle(sub, xw, yw, radius, var=variance, mask=mask, subpix=5)
+    a, b, theta = objs["a"].astype(float), objs["b"].astype(float), objs["theta"].astype(float)
+    a, b = np.where(np.isfinite(a), np.maximum(a, 0.5), 1.0), np.where(np.isfinite(b), np.maximum(b, 0.5), 1.0)
+    a, b = np.maximum(a, b), np.minimum(a, b)
+    theta = np.where(np.isfinite(theta), np.clip(theta, -np.pi / 2, np.pi / 2), 0.0)
+    kr, _ = sep.kron_radius(sub, x, y, a, b, theta, 6.0, mask=mask)
+    kr = np.where(np.isfinite(kr) & (kr > 0), kr, 2.5)
+    kscale = np.minimum(np.maximum(2.5 * kr, radius / np.sqrt(a * b)), 50.0)
+    kflux, kerr, kf = sep.sum_ellipse(sub, x, y, a, b, theta, kscale, var=variance, mask=mask, subpix=1)
+    snr = np.where(ferr > 0, flux / np.where(ferr > 0, ferr, 1), 0.0)
+    perr = sig / np.maximum(snr, 1e-3) * np.sqrt(2.0)  # per axis, a windowed centroid
+    peak, width = _stamp_shape(sub, xw, yw, fwhm)
+    compact = peak * 2 * np.pi * sig * sig / np.maximum(flux, 1e-9)
+    flags = np.zeros(len(x), np.int32)
+    flags |= np.where(objs["flag"] & sep.OBJ_MERGED, BLENDED, 0)
+    flags |= np.where((aflag & sep.APER_TRUNC) | (kf & sep.APER_TRUNC), TRUNCATED, 0)
+    ap_bad, ap_sat, edge = _aperture_flags(bad, sat, dqn, xw, yw, radius)
+    flags |= np.where(ap_sat, SATURATED, 0) | np.where(ap_bad, DQ_TOUCHED, 0) | np.where(edge, EDGE, 0)
+    t = Table()
+    t["NUMBER"] = np.arange(1, len(x) + 1, dtype=np.int32)
+    t["X_IMAGE"], t["Y_IMAGE"] = xw + 1.0, yw + 1.0  # FITS 1-based, as SExtractor and DRAGONS
+    t["X_ERR"], t["Y_ERR"] = perr, perr
+    t["FLUX_APER"], t["FLUXERR_APER"] = flux, ferr
+    t["FLUX_AUTO"], t["FLUXERR_AUTO"] = kflux, kerr
+    t["FLUX_MAX"] = peak
+    t["BACKGROUND"] = back[np.clip(np.rint(yw).astype(int), 0, back.shape[0] - 1),
+                           np.clip(np.rint(xw).astype(int), 0, back.shape[1] - 1)]
+    t["FWHM_IMAGE"] = width
+    t["ELLIPTICITY"] = 1.0 - b / a
+    t["THETA_IMAGE"] = np.degrees(theta)
+    t["SNR"] = snr
+    t["COMPACTNESS"] = compact
+    t["FLAGS"] = flags
+    t.meta["APERRAD"] = float(radius)
+    return t, info
+
+
+_COLUMNS = ("NUMBER", "X_IMAGE", "Y_IMAGE", "X_ERR", "Y_ERR", "FLUX_APER", "FLUXERR_APER", "FLUX_AUTO", "FLUXERR_AUTO",
+            "FLUX_MAX", "BACKGROUND", "FWHM_IMAGE", "ELLIPTICITY", "THETA_IMAGE", "SNR", "COMPACTNESS", "FLAGS")
+
+
+def _stamp_shape(sub: np.ndarray, x, y, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per source: the peak (highest of the 3x3 pixels at the centroid) and the FWHM from the area of the
+    pixels above half of it within 2 FWHM (the FWHM as the plane shows it: broadened by the pixel)."""
+    ny, nx = sub.shape
+    r = max(2, int(np.ceil(2.0 * fwhm)))
+    ix = np.clip(np.rint(x).astype(int), r, nx - r - 1)
+    iy = np.clip(np.rint(y).astype(int), r, ny - r - 1)
+    out_peak = np.empty(len(ix), np.float32)
+    out_width = np.empty(len(ix), np.float32)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = (xx**2 + yy**2) <= r * r
+    for start in range(0, len(ix), 2000):
+        sl = slice(start, start + 2000)
+        stamps = sub[iy[sl, None, None] + yy[None], ix[sl, None, None] + xx[None]]
+        core = stamps[:, r - 1:r + 2, r - 1:r + 2].reshape(len(stamps), -1).max(axis=1)
+        above = ((stamps > 0.5 * core[:, None, None]) & disk[None]).sum(axis=(1, 2))
+        out_peak[sl] = core
+        out_width[sl] = 2.0 * np.sqrt(above / np.pi)
+    return out_peak, out_width
+
+
+def _seeing(sub: np.ndarray, x, y, nominal: float) -> float:
+    """The seeing FWHM (pixels) from the first pass's sources: the smallest well-populated mode of their
+    widths (stars are the narrowest population but for cosmic rays, which are narrower than 1.2 pixels)."""
+    if len(x) < 5:
+        return nominal
+    _, width = _stamp_shape(sub, x, y, 1.5 * nominal)
+    w = np.log(width[(width > 1.2) & np.isfinite(width)])
+    if len(w) < 5:
+        return nominal
+    grid = np.linspace(w.min(), w.max() + 1e-6, 200)
+    dens = np.exp(-0.5 * ((grid[:, None] - w[None, :]) / 0.06) ** 2).sum(axis=1)
+    peaks = np.flatnonzero((dens >= np.roll(dens, 1)) & (dens >= np.roll(dens, -1)) & (dens >= 0.3 * dens.max()))
+    return float(np.exp(grid[peaks[0]])) if len(peaks) else float(np.exp(grid[np.argmax(dens)]))
+
+
+def classify(table, stars: np.ndarray) -> float:
+    """Flag EXTENDED and SHARP detections against the compactness of the known stars (``stars``: a boolean
+    selection of the table, e.g. the sources matched to a reference catalogue); returns the stars' locus."""
+    comp = np.asarray(table["COMPACTNESS"], float)
+    snr = np.asarray(table["SNR"], float)
+    good = stars & (snr > 20) & ((np.asarray(table["FLAGS"]) & (SATURATED | BLENDED)) == 0)
+    if good.sum() < 5:
+        return float("nan")
+    locus = float(np.median(comp[good]))
+    spread = float(1.4826 * np.median(np.abs(comp[good] - locus))) / locus
+    tol = np.hypot(max(spread, 0.05) * 3.0, 2.0 / np.maximum(snr, 1.0))
+    flags = np.asarray(table["FLAGS"])
+    flags = flags | np.where(comp < locus * (1 - tol), EXTENDED, 0) | np.where(comp > locus * (1 + 2 * tol), SHARP, 0)
+    table["FLAGS"] = np.where(stars, np.asarray(table["FLAGS"]), flags).astype(np.int32)
+    return locus
+
+
+def _aperture_flags(bad, sat, dq, x, y, radius):
+    """Per source: any bad / saturated / no-data pixel within the aperture's box (summed-area tables), or the
+    box off the plane."""
+    ny, nx = bad.shape
+    r = int(np.ceil(radius))
+    ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
+    x0, x1 = np.clip(ix - r, 0, nx), np.clip(ix + r + 1, 0, nx)
+    y0, y1 = np.clip(iy - r, 0, ny), np.clip(iy + r + 1, 0, ny)
+    edge = (ix - r < 0) | (iy - r < 0) | (ix + r >= nx) | (iy + r >= ny)
+
+    def any_in(m):
+        c = np.zeros((ny + 1, nx + 1), np.int32)
+        np.cumsum(np.cumsum(m, axis=0, dtype=np.int32), axis=1, out=c[1:, 1:])
+        return (c[y1, x1] - c[y0, x1] - c[y1, x0] + c[y0, x0]) > 0
+
+    nodata = (dq & dqbits.NO_DATA) != 0
+    return any_in(bad & ~nodata), any_in(sat), edge | any_in(nodata)
