@@ -52,7 +52,7 @@ if __name__ == "__main__":
         raw.mkdir()
         for f in pick(truth):
             os.symlink(tmp / "m8" / "raw" / f"{f}.fits", raw / f"{f}.fits")
-        cfg = config.Config()
+        cfg = config.load(overrides={"run": {"until": "mosaic"}})  # the mechanics' products
         (tmp / "work").mkdir()
         plan = pipeline.prepare(raw, tmp / "work", cfg)
         pipeline.run_plan(plan, tmp / "work", cfg, show_progress=False)

@@ -85,7 +85,7 @@ def setting(small_run, tmp_path_factory):
     shutil.copy(out / "raw" / f"{sci['file']}.fits", raw / f"{sci['file']}.fits")
     work = d / "work"
     os.environ.setdefault("GMOSRED_NO_PROGRESS", "1")
-    assert main(["run", str(raw), "--workdir", str(work), "--jobs", "1"]) == 0
+    assert main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "1"]) == 0
     masters = {p.name: p.read_bytes() for p in work.glob("MC*.fits")}
     return Setting((raw / f"{sci['file']}.fits").read_bytes(), sci["file"], work, masters)
 

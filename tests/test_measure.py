@@ -142,3 +142,195 @@ def test_detection_finds_the_stars_with_their_seeing_and_positions(mosaicked):
     pull = (ox[k[mid]] - xm[mid]) / np.asarray(cat["X_ERR"])[k[mid]]
     robust = 1.4826 * np.median(np.abs(pull - np.median(pull)))
     assert 0.5 < robust < 2.0
+
+
+# ------------------------------------------------------------------ the measure step in the pipeline
+@pytest.fixture(scope="module")
+def measured(small_run, tmp_path_factory):
+    """`gmosred run` of M8-1 (r, i, Ha, HaC) against the catalogue stand-in: the products and the service's log."""
+    import os
+
+    from gmosred.cli import main
+    from gmosred.simulate.catalogs import StandInCatalogs
+
+    out, truth = small_run
+    raw = tmp_path_factory.mktemp("measured") / "raw"
+    raw.mkdir()
+    bands = ("r", "i", "Ha", "HaC")
+    for r in truth.frames:
+        if r["kind"] == "bias" or (r["band"] in bands and (r["kind"] == "twilight" or r["object"] == "M8-1")):
+            os.symlink(out / "raw" / f"{r['file']}.fits", raw / f"{r['file']}.fits")
+    work = raw.parent / "work"
+    with StandInCatalogs(truth.gaia, truth.ps1) as service:
+        code = main(["run", str(raw), "--workdir", str(work), "--jobs", "2", "--set", f"measure.gaia_url={service.url}",
+                     "--set", f"measure.mast_url={service.url}"])
+        requests = list(service.requests)
+    assert code == 0
+    recs = [r for r in truth.frames if r["kind"] == "science" and r["object"] == "M8-1" and r["band"] in bands]
+    return truth, work, recs, requests
+
+
+def _astrometry(measured, bands):
+    from astropy.io import fits
+
+    truth, work, recs, _ = measured
+    out = []
+    for rec in (r for r in recs if r["band"] in bands):
+        product = work / f"cmrg{rec['file']}.fits"
+        with fits.open(product) as h:
+            hdr = h["SCI"].header
+            assert hdr["WCSCAT"] == "Gaia DR3" and hdr["WCSNMAT"] >= 20, rec["file"]
+            assert abs(hdr["WCSEPOCH"] - truthmod.model.julian_epoch(rec["start"])) < 1e-3
+            assert h["VAR"].header["CTYPE1"] == hdr["CTYPE1"] == h["DQ"].header["CTYPE1"]  # the WCS in VAR and DQ too
+        fit, floor, n = truthmod.wcs_errors(truth, rec, product)
+        assert n >= 10, rec["file"]
+        out.append((rec["file"], rec["band"], hdr["WCSORDER"], fit, floor))
+    return out
+
+
+@pytest.mark.e2e
+def test_every_frame_is_on_the_sky(measured):
+    """Every science frame, nebula or not, gets a solution, and never a wrong one (a tenth of a 4x4 pixel is
+    58 mas); the catalogues were asked once for the field and shared by every frame."""
+    truth, work, recs, requests = measured
+    for name, band, order, fit, floor in _astrometry(measured, ("r", "i", "Ha", "HaC")):
+        assert fit < 58.0, (name, band, fit)
+    jobs = [p for m, p in requests if m == "POST" and p.endswith("/tap/async")]
+    ps1 = [p for m, p in requests if "panstarrs" in p]
+    assert len(jobs) == 1 and len(ps1) == 1  # one field (M8-1), one query each, shared by every frame
+    assert len(list((work / "catalogs").glob("*.ecsv"))) == 2
+
+
+@pytest.mark.e2e
+def test_star_fields_reach_the_centroiding_floor(measured):
+    """Where the stars are many (i, HaC, r), the fitted TAN-SIP puts them within 1.2x of what the true WCS
+    gives for the same centroids (the floor), with the distortion fitted (SIP order > 1)."""
+    for name, band, order, fit, floor in _astrometry(measured, ("r", "i", "HaC")):
+        assert order >= 2, (name, band)
+        assert fit <= 1.2 * floor + 1.0, (name, band, fit, floor)
+
+
+@pytest.mark.e2e
+def test_nebular_frames_reach_the_centroiding_floor(measured):
+    """M8-1's Ha frames, where the nebula fills the field, reach the floor too. (Over the demo's 45 frames some
+    Ha, SII and r frames' few noisy stars make the cross-validation fall back to a linear WCS that misses the
+    distortion: the distortion shared by the frames of a setup, fitted jointly, is still to come.)"""
+    for name, band, order, fit, floor in _astrometry(measured, ("Ha",)):
+        assert fit <= 1.2 * floor + 1.0, (name, band, fit, floor)
+
+
+def _zero_point_errors(measured, bands):
+    from astropy.io import fits
+
+    truth, work, recs, _ = measured
+    out = []
+    for rec in (r for r in recs if r["band"] in bands):
+        with fits.open(work / f"cmrg{rec['file']}.fits") as h:
+            hdr = h["SCI"].header
+        band = rec["band"]
+        true_zp, true_ct = truthmod.zero_point(truth, rec)
+        assert hdr["PHOTMETH"] == ("same band" if band in ("r", "i") else "normal-star colours")
+        out.append((rec["file"], band, hdr["PHOTZP"] - true_zp, hdr["PHOTCT"] - true_ct))
+    return out
+
+
+@pytest.mark.e2e
+def test_zero_points_and_colour_terms_on_star_fields(measured):
+    """Frames whose sky is stars (HaC, i): zero points and colour terms against the truth. HaC meets the
+    narrow-band aim (0.03 mag; found within 0.013); i at 4x4 is within 0.05 (0.03-0.04 here, 0.008 on 2x2
+    frames): short of the 0.01 aim, with its colour term within 0.015."""
+    for name, band, dzp, dct in _zero_point_errors(measured, ("HaC", "i")):
+        assert abs(dzp) < (0.03 if band == "HaC" else 0.05), (name, band, dzp)
+        assert abs(dct) < 0.015, (name, band, dct)
+
+
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason="issue 15, open: on the nebula (r sees Ha and [SII]; Ha) the aperture "
+                   "photometry against an annulus is off by 0.02-0.7 mag at 4x4")
+def test_zero_points_on_nebular_frames_meet_the_aim(measured):
+    for name, band, dzp, dct in _zero_point_errors(measured, ("r", "Ha")):
+        assert abs(dzp) < (0.01 if band == "r" else 0.03), (name, band, dzp)
+
+
+def _solve(truth, rec, path, catalog):
+    import warnings
+
+    from astropy.wcs import WCS
+
+    from gmosred.frame.model import read_processed
+    from gmosred.measure import astrometry
+    from gmosred.measure.sources import detect
+
+    plane = read_processed(path).planes[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = WCS(plane.header)
+    cat, info = detect(plane.sci, plane.var, plane.dq, truth.layout.pixel_scale)
+    return cat, astrometry.solve(cat, catalog, header, plane.sci.shape, truth.layout.pixel_scale,
+                                 fwhm_px=info["fwhm_px"])
+
+
+@pytest.mark.e2e
+def test_proper_motions_are_used_few_stars_give_a_linear_wcs_and_a_wrong_field_is_refused(mosaicked):
+    from gmosred.measure import astrometry
+
+    truth, res = mosaicked
+    rec, path = res["i"]
+    epoch = truthmod.model.julian_epoch(rec["start"])
+    gaia = refcat.standardise(truth.gaia, "gaia")
+    true_ra, true_dec = truthmod.model.positions_at(truth.stars, epoch)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.c_[true_ra * np.cos(np.radians(true_dec)), true_dec])
+
+    def offset(cat, sol):
+        """Median (fitted - true) declination of the bright matched stars, mas."""
+        snr = np.asarray(cat["SNR"])[sol.src_index]
+        x, y = np.asarray(cat["X_IMAGE"])[sol.src_index][snr > 50], np.asarray(cat["Y_IMAGE"])[sol.src_index][snr > 50]
+        ra, dec = sol.wcs.all_pix2world(x, y, 1)
+        d, k = tree.query(np.c_[ra * np.cos(np.radians(dec)), dec])
+        return float(np.median((dec - true_dec[k])[d * 3.6e6 < 200]) * 3.6e6)
+
+    cat, moved = _solve(truth, rec, path, refcat.at_epoch(gaia, epoch))
+    _, stale = _solve(truth, rec, path, gaia)  # left at Gaia's 2016.0
+    expected = -np.nanmedian(np.asarray(gaia["pmdec"])) * (epoch - 2016.0)  # where the catalogue puts the stars
+    assert abs(offset(cat, moved)) < 5.0
+    assert abs(expected) > 25.0 and offset(cat, stale) == pytest.approx(expected, abs=8.0)
+    # fifteen stars: a linear WCS, not a polynomial fitted to the noise
+    bright = refcat.at_epoch(gaia, epoch)
+    bright = bright[np.argsort(np.asarray(bright["G"]))]
+    x, y = moved.wcs.all_world2pix(np.asarray(bright["ra"]), np.asarray(bright["dec"]), 1)
+    ny, nx = (1152, 1554)
+    on = np.flatnonzero((x > 50) & (x < nx - 50) & (y > 50) & (y < ny - 50))
+    _, few = _solve(truth, rec, path, bright[on[5:20]])
+    assert few.order == 1 and few.n_used >= 8
+    # a catalogue of another field: refused with the figures, never a wrong solution
+    elsewhere = refcat.at_epoch(gaia, epoch)
+    elsewhere["dec"] = np.asarray(elsewhere["dec"]) + 0.2
+    with pytest.raises(astrometry.NoSolution, match=r"(no significant match|too few).*"):
+        _solve(truth, rec, path, elsewhere)
+
+
+@pytest.mark.e2e
+def test_an_unreachable_catalogue_leaves_the_frame_uncalibrated_and_says_why(mosaicked, tmp_path, caplog):
+    from astropy.io import fits
+
+    from gmosred.pipeline.steps import SECTIONS, make
+    from gmosred.simulate.catalogs import StandInCatalogs
+    from dataclasses import replace
+
+    truth, res = mosaicked
+    rec, path = res["i"]
+    with StandInCatalogs(truth.gaia, truth.ps1, refuse=True) as down:
+        params = {k: SECTIONS[k] for k in ("measure", "detect", "astrometry", "photometry")}
+        params["measure"] = replace(params["measure"], gaia_url=down.url, mast_url=down.url)
+        out = make("measure", path, params=params, outdir=tmp_path)
+        again = make("measure", path, params=params, outdir=tmp_path / "again") if (tmp_path / "again").mkdir() is None else None
+        asked = [p for m, p in down.requests if m == "POST"]
+    with fits.open(out) as h:
+        hdr = h["SCI"].header
+        assert hdr["WCSCAT"] == "NONE" and "Unavailable" in hdr["WCSFAIL"] and "PHOTZP" not in hdr
+        assert len(h["OBJCAT"].data) > 100  # the sources are there all the same
+    assert again is not None and len(asked) == 2  # a new folder asks again; frames in one folder do not
+    warned = [r.getMessage() for r in caplog.records if "astrometry not calibrated" in r.getMessage()]
+    assert warned and all("\n" not in w for w in warned)

@@ -15,6 +15,8 @@ from gmosred.errors import GmosredError
 
 pytestmark = pytest.mark.e2e
 EPOCH = "1700000000"  # fixed processing time stamps: outputs comparable byte for byte
+#: The pipeline's mechanics are tested up to the mosaics (the measure step: tests/test_measure.py).
+MECHANICS = config.load(overrides={"run": {"until": "mosaic"}})
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def rawdir(small_run, tmp_path_factory):
 
 
 def _run(rawdir, workdir, **kw):
-    cfg = config.Config()
+    cfg = MECHANICS
     plan = pipeline.prepare(rawdir, workdir, cfg)
     return plan, pipeline.run_plan(plan, workdir, cfg, show_progress=False, **kw)
 
@@ -62,10 +64,10 @@ def test_outputs_and_rerun(rawdir, reference):
     assert all(r.done == 0 and r.failed == 0 for r in again.values())
     assert again["mosaic"].skipped == 12
     # a changed parameter remakes what depends on it, and only that
-    cfg = config.load(overrides={"mosaic": {"interpolant": "cubic"}})
+    cfg = config.load(overrides={"mosaic": {"interpolant": "cubic"}, "run": {"until": "mosaic"}})
     rep = pipeline.run_plan(pipeline.make_plan(rawdir / "obsLog.sqlite3", work, cfg), work, cfg, show_progress=False)
     assert rep["mosaic"].done == 12 and rep["reduce"].done == 0
-    rep = pipeline.run_plan(pipeline.make_plan(rawdir / "obsLog.sqlite3", work, config.Config()), work, config.Config(),
+    rep = pipeline.run_plan(pipeline.make_plan(rawdir / "obsLog.sqlite3", work, MECHANICS), work, MECHANICS,
                             show_progress=False)
     assert rep["mosaic"].done == 12  # back to linear
 
@@ -74,7 +76,7 @@ def test_killed_run_resumes_identically(rawdir, reference, tmp_path):
     ref_work = reference[0]
     work = tmp_path / "w"
     env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, GMOSRED_NO_PROGRESS="1")
-    cmd = [sys.executable, "-m", "gmosred", "run", str(rawdir), "--workdir", str(work), "--jobs", "1"]
+    cmd = [sys.executable, "-m", "gmosred", "run", "--until", "mosaic", str(rawdir), "--workdir", str(work), "--jobs", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(work.glob("rgS*.fits"))) < 5:
@@ -118,7 +120,7 @@ def test_group_without_flats(rawdir, tmp_path, capsys):
         if not (hdr["OBJECT"] == "Twilight" and hdr["FILTER2"].startswith("i_")):
             os.symlink(os.readlink(p), raw / p.name)
     work = tmp_path / "w"
-    assert main(["run", str(raw), "--workdir", str(work), "--jobs", "2"]) == 1
+    assert main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "2"]) == 1
     out, err = capsys.readouterr()
     assert "6 i science frame(s) of GMOS-S 4x4 Full Frame" in err and "have no twilight flats in i" in err
     assert "missing: 6 i science frame(s)" in out
@@ -127,7 +129,7 @@ def test_group_without_flats(rawdir, tmp_path, capsys):
 
 
 def test_dry_run_and_config(rawdir, tmp_path, capsys):
-    assert main(["run", str(rawdir), "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+    assert main(["run", "--until", "mosaic", str(rawdir), "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "bias   MCbias.fits" in out and "flat   MCflat_r.fits" in out and "reduce   6 frame(s) i" in out
     assert not list((tmp_path / "w").glob("*.fits"))
@@ -226,7 +228,7 @@ def test_a_new_step_is_one_row(rawdir, reference, tmp_path, monkeypatch, capsys)
     monkeypatch.setitem(steps.SECTIONS, "peak", PeakParams())
     monkeypatch.setitem(steps.STEPS, "peak", steps.Step("peak", "brightest pixel", ("peak",), peak,
                                                         output=lambda inp, p: f"peak_{Path(inp).stem}.txt"))
-    monkeypatch.setitem(steps.RECIPES, "sciImg", steps.RECIPES["sciImg"] + ("peak",))
+    monkeypatch.setitem(steps.RECIPES, "sciImg", ("reduce", "mosaic", "peak"))
     work = tmp_path / "w"
     for name in _products(reference[0]):
         (work / name).parent.mkdir(exist_ok=True)
@@ -265,7 +267,7 @@ def test_configuration_is_checked_when_loaded(tmp_path):
     f.write_text('[mosaic]\ninterpolant = "sinc"\n')
     with pytest.raises(GmosredError, match=r"c.toml \[mosaic\] interpolant = 'sinc'"):
         config.load(f)
-    assert main(["run", "nowhere", "--workdir", str(tmp_path / "w"), "--config", str(f)]) == 2
+    assert main(["run", "--until", "mosaic", "nowhere", "--workdir", str(tmp_path / "w"), "--config", str(f)]) == 2
     assert not (tmp_path / "w").exists()  # refused before anything is done
     assert config.load(overrides=config.parse_set(["mosaic.interpolant=cubic", "bias.lsigma=2.5",
                                                    "select.objects=M8-%"])).bias.lsigma == 2.5
@@ -279,7 +281,7 @@ def test_threads_do_not_remake(rawdir, reference, tmp_path):
 
     work = tmp_path / "w"
     shutil.copytree(reference[0], work)
-    cfg = config.load(overrides={"bias": {"threads": 1, "band_mb": 4.0}})
+    cfg = config.load(overrides={"bias": {"threads": 1, "band_mb": 4.0}, "run": {"until": "mosaic"}})
     rep = pipeline.run_plan(pipeline.make_plan(rawdir / "obsLog.sqlite3", work, cfg), work, cfg, show_progress=False)
     assert all(r.done == 0 for r in rep.values()) and rep["bias"].skipped == 1
     moved = tmp_path / "moved"
@@ -317,7 +319,7 @@ def test_workers_end_with_the_run(rawdir, tmp_path, how):
     """kill -9 of a run takes its workers with it; Ctrl-C stops the whole run at once, keeping what was made."""
     work = tmp_path / "w"
     env = dict(os.environ, GMOSRED_NO_PROGRESS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "gmosred", "run", str(rawdir), "--workdir", str(work), "--jobs", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "gmosred", "run", "--until", "mosaic", str(rawdir), "--workdir", str(work), "--jobs", "2"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120

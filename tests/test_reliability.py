@@ -100,7 +100,7 @@ def clean(tiny, tmp_path_factory):
     raw, _ = tiny
     work = tmp_path_factory.mktemp("clean")
     env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, GMOSRED_NO_PROGRESS="1")
-    done = subprocess.run([sys.executable, "-m", "gmosred", "run", str(raw), "--workdir", str(work), "--jobs", "1"],
+    done = subprocess.run([sys.executable, "-m", "gmosred", "run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "1"],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return work, products(work)
@@ -118,8 +118,8 @@ def test_read_only_folders_are_one_line(tiny, tmp_path, capsys):
     raw, picked = tiny
     some = str(raw / f"{picked['bias'][0]}.fits")
     with read_only(tmp_path / "ro") as ro:
-        one_line_error(capsys, main(["run", str(raw), "--workdir", str(ro)]), str(ro), "cannot write", "--workdir")
-        one_line_error(capsys, main(["run", str(raw), "--workdir", str(ro / "sub")]), "sub", "--workdir")
+        one_line_error(capsys, main(["run", "--until", "mosaic", str(raw), "--workdir", str(ro)]), str(ro), "cannot write", "--workdir")
+        one_line_error(capsys, main(["run", "--until", "mosaic", str(raw), "--workdir", str(ro / "sub")]), "sub", "--workdir")
         one_line_error(capsys, main(["bias", some, "-o", str(ro / "MCbias.fits")]), str(ro), "--output")
         one_line_error(capsys, main(["reduce", some, "--outdir", str(ro)]), str(ro), "--outdir")
         one_line_error(capsys, main(["mosaic", some, "--outdir", str(ro)]), str(ro), "--outdir")
@@ -138,7 +138,7 @@ def test_observing_log_in_a_read_only_folder(tiny, tmp_path, capsys):
         assert main(["obslog", str(raw), "--db", str(tmp_path / "log.sqlite3")]) == 0
         one_line_error(capsys, main(["obslog", "use", str(raw), "S1", "--no", "--db", str(raw / "x.sqlite3")]),
                        "x.sqlite3")
-        assert main(["run", str(raw), "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+        assert main(["run", "--until", "mosaic", str(raw), "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
         assert "MCbias.fits" in capsys.readouterr().out
     assert snapshot(raw) == before
 
@@ -154,7 +154,7 @@ def test_reading_commands_create_nothing(tiny, tmp_path, capsys):
     (raw / "S20990101S0001.fits").write_bytes(bytes(2880))  # a new, bad file the dry run must not index
     before = snapshot(raw)
     capsys.readouterr()
-    assert main(["run", str(raw), "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
+    assert main(["run", "--until", "mosaic", str(raw), "--workdir", str(tmp_path / "w"), "--dry-run"]) == 0
     out = capsys.readouterr()
     assert "MCbias.fits" in out.out and "S20990101S0001.fits" in out.err
     assert snapshot(raw) == before and not (tmp_path / "w").exists()
@@ -182,7 +182,7 @@ def test_stale_products_are_never_used(tiny, clean, tmp_path, capsys):
     good = victim.read_bytes()
     with fits.open(victim, mode="update") as h:
         del h[2].header["DATASEC"]
-    code = main(["run", str(raw), "--workdir", str(work), "--jobs", "1"])
+    code = main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "1"])
     out = capsys.readouterr().out
     assert code == 1
     rg, mrg = f"rg{victim.name}", f"mrg{victim.name}"
@@ -192,7 +192,7 @@ def test_stale_products_are_never_used(tiny, clean, tmp_path, capsys):
     log = (work / "gmosred.log").read_text()
     assert "stale:" in log and "no DATASEC" in log
     victim.write_bytes(good)  # mended: remade, equal to the clean run's but for the time stamps
-    assert main(["run", str(raw), "--workdir", str(work), "--jobs", "1"]) == 0
+    assert main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "1"]) == 0
     assert "\nstale: " not in capsys.readouterr().out and rg in json.loads((work / "manifest.json").read_text())
 
 
@@ -206,7 +206,7 @@ def test_full_disk_stops_cleanly_and_resumes(tiny, clean, tmp_path, capsys, monk
     room = (sizes["MCbias.fits"] + sizes["MCflat_r.fits"]) / 2**20 + 4  # the masters and a little more
     with small_disk(tmp_path / "disk", int(room)) as disk:
         work = disk / "w"
-        code = main(["run", str(raw), "--workdir", str(work), "--jobs", "2"])
+        code = main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "2"])
         out, err = capsys.readouterr()
         assert code == 1 and "Traceback" not in err
         assert "stopped: " in out and "No space left on device" in out and "not started" in out
@@ -217,7 +217,7 @@ def test_full_disk_stops_cleanly_and_resumes(tiny, clean, tmp_path, capsys, monk
         for name, data in kept.items():
             assert data == clean[1][name], name
         shutil.copytree(work, tmp_path / "moved")
-    assert main(["run", str(raw), "--workdir", str(tmp_path / "moved"), "--jobs", "1"]) == 0
+    assert main(["run", "--until", "mosaic", str(raw), "--workdir", str(tmp_path / "moved"), "--jobs", "1"]) == 0
     assert products(tmp_path / "moved") == clean[1]
 
 
@@ -227,7 +227,7 @@ def test_another_setup_renames_nothing(tiny, clean, tmp_path, capsys):
     and are not remade; the new masters carry their setup."""
     raw = raw_copy(tiny, tmp_path)
     work = tmp_path / "w"
-    assert main(["run", str(raw), "--workdir", str(work), "--jobs", "1"]) == 0
+    assert main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "1"]) == 0
     first = snapshot(work)
     added = []
     for k, name in enumerate(tiny[1]["bias"]):
@@ -238,7 +238,7 @@ def test_another_setup_renames_nothing(tiny, clean, tmp_path, capsys):
             h.writeto(new)
         added.append(new)
     capsys.readouterr()
-    main(["run", str(raw), "--workdir", str(work), "--jobs", "1"])
+    main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "1"])
     out = capsys.readouterr().out
     assert "MCbias_GMOS-S_EEV2037-06-03_4x4_FullFrame_fast-low.fits" in out
     now = snapshot(work)
@@ -247,7 +247,7 @@ def test_another_setup_renames_nothing(tiny, clean, tmp_path, capsys):
             assert now[name] == (mtime, data), name  # not renamed, not rewritten
     for p in added:
         p.unlink()
-    main(["run", str(raw), "--workdir", str(work), "--jobs", "1"])
+    main(["run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "1"])
     again = snapshot(work)
     assert all(again[n] == first[n] for n in first if n.endswith(".fits"))
 
@@ -260,7 +260,7 @@ def test_messages_on_their_own_lines_and_in_the_log(tiny, tmp_path):
     (raw / "S20990101S0001.fits").write_text("not a FITS file")
     work = tmp_path / "w"
     env = {k: v for k, v in os.environ.items() if k != "GMOSRED_NO_PROGRESS"}
-    done = subprocess.run([sys.executable, "-m", "gmosred", "run", str(raw), "--workdir", str(work), "--jobs", "2"],
+    done = subprocess.run([sys.executable, "-m", "gmosred", "run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "2"],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     messages = []
@@ -293,7 +293,7 @@ def test_killed_at_random_moments_resumes_identically(tiny, clean, tmp_path):
     raw = raw_copy(tiny, tmp_path)
     work = tmp_path / "w"
     env = dict(os.environ, SOURCE_DATE_EPOCH=EPOCH, GMOSRED_NO_PROGRESS="1")
-    cmd = [sys.executable, "-m", "gmosred", "run", str(raw), "--workdir", str(work), "--jobs", "2"]
+    cmd = [sys.executable, "-m", "gmosred", "run", "--until", "mosaic", str(raw), "--workdir", str(work), "--jobs", "2"]
     kills = 0
     for _ in range(40):  # bounded; ten kills are reached well before
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

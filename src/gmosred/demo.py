@@ -24,6 +24,7 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2, d
     from .obslog import index as obslog, select
     from .simulate import load_truth, simulate_run
     from .simulate.archive import StandInArchive
+    from .simulate.catalogs import StandInCatalogs
     from .simulate.plan import FILTERS
 
     workdir = Path(workdir)
@@ -61,8 +62,10 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2, d
     from .pipeline import config
 
     t0 = time.perf_counter()
-    cfg = config.load(overrides={"select": {"bias_dates": bias_dates, "flat_dates": flat_dates}})
-    with pipeline.logfile(red) as filed:
+    with StandInCatalogs(truth.gaia, truth.ps1) as catalogs, pipeline.logfile(red) as filed:
+        # Gaia and Pan-STARRS1 of the simulated sky, from a local stand-in for their services
+        cfg = config.load(overrides={"select": {"bias_dates": bias_dates, "flat_dates": flat_dates},
+                                     "measure": {"gaia_url": catalogs.url, "mast_url": catalogs.url}})
         steps = pipeline.prepare(raw, red, cfg, jobs=jobs)
         reports = pipeline.run_plan(steps, red, cfg, jobs=jobs)
         filed.record("summary:\n" + "\n".join(reports.lines()))
@@ -126,16 +129,61 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2, d
                    f"{3 * nxb + 2 * gap}x{nyb}, +{nxb + gap}",
                    not reports["mosaic"].failed and m.sci.shape == (nyb, 3 * nxb + 2 * gap)))
 
+    checks += _measure_checks(truth, red, reports)
+
     print()
-    print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, rg*.fits, mrg*.fits, gmosred.log); "
+    print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, rg*.fits, mrg*.fits, cmrg*.fits, gmosred.log); "
           f"observing log: {db}")
     print("\n".join(reports.lines()))
     print()
     print(f"{'step':8s} {'check against the truth':48s} {'found':>22s} {'expected':>18s}  ok")
     for step, what, value, exp, good in checks:
-        print(f"{step:8s} {what:48s} {value:>22s} {exp:>18s}  {'yes' if good else 'NO'}")
+        print(f"{step:8s} {what:48s} {value:>22s} {exp:>18s}  {'-' if good is None else 'yes' if good else 'NO'}")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
-    return 0 if all(c[-1] for c in checks) else 1
+    return 0 if all(c[-1] is not False for c in checks) else 1
+
+
+def _measure_checks(truth, red: Path, reports) -> list:
+    """The measure step against the truth: every frame on the sky, the star fields at the centroiding floor,
+    zero points; the nebular frames' figures shown for what they are (open in issue 15), not checked."""
+    from astropy.io import fits
+
+    from .simulate import truth as truthmod
+
+    stars, nebular, zp_stars, zp_nebular, on_sky, wrong, n = [], [], [], [], 0, 0, 0
+    for rec in (r for r in truth.frames if r["kind"] == "science"):
+        product = red / f"cmrg{rec['file']}.fits"
+        if not product.exists():
+            continue
+        n += 1
+        with fits.open(product) as h:
+            hdr = h["SCI"].header
+        if hdr.get("WCSCAT") == "NONE":
+            continue
+        fit, floor, _ = truthmod.wcs_errors(truth, rec, product)
+        good = fit < 0.5 * truth.layout.pixel_scale * 1000
+        on_sky += good
+        wrong += not good
+        # the floor test's allowance: 1.2x the centroiding floor, plus 1 mas
+        (nebular if rec["band"] in ("Ha", "SII", "r") else stars).append(fit / (1.2 * floor + 1.0))
+        if "PHOTZP" in hdr:
+            dzp = abs(hdr["PHOTZP"] - truthmod.zero_point(truth, rec)[0])
+            (zp_nebular if rec["band"] in ("Ha", "SII", "r") else zp_stars).append(dzp)
+    refused = n - on_sky - wrong
+    rows = [("measure", f"{n} frames: on the sky (< 1/2 pixel), wrong", f"{on_sky}, {wrong}", f"{n}, 0",
+             wrong == 0 and n > 0 and not reports["measure"].failed)]
+    if refused:
+        rows.append(("measure", "frames refused (no significant match)", f"{refused}", "(open)", None))
+    if stars:
+        rows.append(("measure", "WCS / (1.2 floor + 1 mas), star fields: worst", f"{max(stars):.2f}", "<= 1.00",
+                     max(stars) <= 1.0))
+    if nebular:
+        rows.append(("measure", "WCS / (1.2 floor + 1 mas), nebular: median", f"{np.median(nebular):.2f}", "(open)", None))
+    if zp_stars:
+        rows.append(("measure", "|PHOTZP - truth|, star fields: worst", f"{max(zp_stars):.3f}", "< 0.05", max(zp_stars) < 0.05))
+    if zp_nebular:
+        rows.append(("measure", "|PHOTZP - truth|, nebular: median", f"{np.median(zp_nebular):.3f}", "(open)", None))
+    return rows
 
 
 def _truth_files(truth, **match) -> list[str]:

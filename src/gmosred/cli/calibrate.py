@@ -9,7 +9,7 @@ from .common import inputs
 
 #: The commands whose options derive from the step table (pipeline.steps.OPTIONS; named here so that
 #: building the parser imports nothing heavy: a test holds the two equal).
-STEP_COMMANDS = ("bias", "flat", "reduce", "mosaic")
+STEP_COMMANDS = ("bias", "flat", "reduce", "mosaic", "measure")
 
 
 def add_step_options(s, command: str) -> None:
@@ -97,3 +97,7 @@ def reduce(args) -> int:
 
 def mosaic(args) -> int:
     return _each(args, "mosaic", {}, "mosaicked")
+
+
+def measure(args) -> int:
+    return _each(args, "measure", {}, "measured")

@@ -136,7 +136,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
     s.set_defaults(func=calibrate.mosaic)
 
-    s = sub.add_parser("run", help="the whole reduction of a raw folder: log, masters, reduce, mosaic")
+    s = sub.add_parser("measure", help="sources, WCS fitted to Gaia and zero point of mosaics -> cmrg<file>.fits")
+    s.add_argument("files", nargs="+", help="mosaicked mrg*.fits files (or @list files)")
+    s.add_argument("--outdir", default=".", help="output folder (default: here); catalogues are cached in it")
+    s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
+    s.set_defaults(func=calibrate.measure)
+
+    s = sub.add_parser("run", help="the whole reduction of a raw folder: log, masters, reduce, mosaic, measure")
     s.add_argument("rawdir", help="folder of raw files")
     s.add_argument("--workdir", required=True, help="where the products go")
     s.add_argument("--config", help="TOML configuration (see gmosred config)")
@@ -144,6 +150,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler instead")
     s.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     s.add_argument("--force", action="store_true", help="remake everything")
+    s.add_argument("--until", choices=("reduce", "mosaic", "measure"),
+                   help="last step of the science frames' recipe (default: measure)")
+    s.add_argument("--refcat", metavar="FILE", help="astrometric catalogue file (default: Gaia DR3, queried and cached)")
+    s.add_argument("--photcat", metavar="FILE", help="photometric catalogue file (default: Pan-STARRS1, queried and cached)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="one parameter, over the configuration file (repeatable; see gmosred config)")
     s.set_defaults(func=pipeline.run)

@@ -10,7 +10,13 @@ def run(args) -> int:
     from ..pipeline import config
     from ..pipeline.runners import runner
 
-    cfg = config.load(args.config, config.parse_set(args.set))
+    overrides = config.parse_set(args.set)
+    for key in ("refcat", "photcat"):  # files: made absolute, as the workers may run elsewhere
+        if getattr(args, key, None):
+            overrides.setdefault("measure", {})[key] = str(Path(getattr(args, key)).resolve())
+    if getattr(args, "until", None):
+        overrides.setdefault("run", {})["until"] = args.until
+    cfg = config.load(args.config, overrides)
     if args.dry_run:  # writes nothing: the observing log is brought up to date in a temporary copy
         plan = pipeline.prepare(args.rawdir, args.workdir, cfg, jobs=args.jobs, dry_run=True)
         print(plan.describe())

@@ -26,6 +26,11 @@ FLAGS = {BLENDED: "blended (deblended from a neighbour)", SATURATED: "saturated 
          DQ_TOUCHED: "bad, cosmic-ray or unilluminated pixel in the aperture", EDGE: "aperture touches the edge or a gap",
          EXTENDED: "less compact than the frame's stars (nebular knot or filament, galaxy, blend)",
          TRUNCATED: "aperture truncated by the image edge", SHARP: "sharper than the frame's stars (cosmic ray, hot pixel)"}
+#: Radius (FWHM) of the large aperture that measures the aperture correction (a Moffat beta = 3.5 star has
+#: 99.9% of its light within it).
+BIG_APERTURE = 4.0
+#: Inner and outer radii (FWHM) of the annulus that measures each source's local sky.
+ANNULUS = (4.5, 6.5)
 #: The first pass's nominal seeing (arcsec), before the frame's own is measured.
 NOMINAL_SEEING = 0.8
 
@@ -55,26 +60,33 @@ def detection_image(sub: np.ndarray, var: np.ndarray, fwhm: float) -> np.ndarray
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     g = np.exp(-(xx**2 + yy**2) / (2 * s * s))
     k = g - g.mean()
-    conv = ndimage.gaussian_filter(sub, s, truncate=r / s) * g.sum() - g.mean() * ndimage.uniform_filter(sub, n) * n * n
-    local_var = ndimage.uniform_filter(var, 4 * n)
-    return (conv / np.sqrt((k**2).sum() * np.maximum(local_var, 1e-12))).astype(np.float32)
+    conv = ndimage.gaussian_filter(sub, s, truncate=r / s) * np.float32(g.sum())
+    conv -= ndimage.uniform_filter(sub, n) * np.float32(g.mean() * n * n)
+    conv /= np.sqrt(np.float32((k**2).sum()) * np.maximum(_block_mean(var, 2 * n), np.float32(1e-12)))
+    return conv
 
 
-def smooth_background(data: np.ndarray, use: np.ndarray, width: float) -> np.ndarray:
-    """Normalised Gaussian average (sigma = ``width`` / 2.355) of ``data`` over the pixels ``use``."""
+def _block_mean(a: np.ndarray, block: int) -> np.ndarray:
+    """``a`` averaged over blocks of ``block`` pixels and expanded back to its shape (a smooth map, cheaply)."""
+    ny, nx = a.shape
+    by, bx = -(-ny // block), -(-nx // block)
+    pad = np.pad(a, ((0, by * block - ny), (0, bx * block - nx)), mode="edge")
+    m = pad.reshape(by, block, bx, block).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    return np.repeat(np.repeat(m, block, axis=0), block, axis=1)[:ny, :nx]
+
+
+def smooth_background(data: np.ndarray, use: np.ndarray, width: float, fill: np.ndarray) -> np.ndarray:
+    """Normalised Gaussian average (sigma = ``width`` / 2.355) of ``data`` over the pixels ``use``; ``fill`` where a
+    whole neighbourhood is masked (a big star, a gap)."""
     from scipy import ndimage
 
     s = width / 2.3548
-    w = use.astype(np.float32)
-    num = ndimage.gaussian_filter(np.where(use, data, 0).astype(np.float32), s, truncate=3.0)
-    den = ndimage.gaussian_filter(w, s, truncate=3.0)
-    # where a whole neighbourhood is masked (a big star, a gap), a wider average fills in
-    wide = den < 0.05
-    if wide.any():
-        num2 = ndimage.gaussian_filter(np.where(use, data, 0).astype(np.float32), 4 * s, truncate=3.0)
-        den2 = ndimage.gaussian_filter(w, 4 * s, truncate=3.0)
-        num, den = np.where(wide, num2, num), np.where(wide, den2, den)
-    return (num / np.maximum(den, 1e-6)).astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(use, data, np.float32(0)), s, truncate=3.0)
+    den = ndimage.gaussian_filter(use.astype(np.float32), s, truncate=3.0)
+    out = num / np.maximum(den, np.float32(1e-6))
+    thin = den < 0.05
+    out[thin] = fill[thin]
+    return out
 
 
 def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel_scale: float,
@@ -115,11 +127,11 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     first, seg = sep.extract(detection_image(sub, variance, nominal), 10.0, err=1.0, mask=mask, minarea=params.minarea,
                              filter_kernel=None, deblend_cont=1.0, segmentation_map=True)
     if fwhm is None:
-        fwhm = _seeing(sub, first["x"], first["y"], nominal)
+        fwhm = _seeing(sub, first, nominal)
     grow = int(2 * np.ceil(fwhm)) | 1
     footprint = ndimage.maximum_filter(seg > 0, size=grow)
     # pass 2: the background with the sources masked, then the detection
-    back = smooth_background(data, ~(mask | footprint), params.background * fwhm)
+    back = smooth_background(data, ~(mask | footprint), params.background * fwhm, bkg.back())
     sub = data - back
     sub[mask] = 0.0
     objs = sep.extract(detection_image(sub, variance, fwhm), params.threshold, err=1.0, mask=mask,
@@ -134,7 +146,16 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     moved = ~np.isfinite(xw) | ~np.isfinite(yw) | (np.hypot(xw - x, yw - y) > 0.5 * fwhm)
     xw, yw = np.where(moved, x, xw), np.where(moved, y, yw)
     radius = params.aperture * fwhm
-    flux, ferr, aflag = sep.sum_circle(sub, xw, yw, radius, var=variance, mask=mask, subpix=5)
+    # photometry against each source's local sky: the median of an annulus, robust to neighbours and to the
+    # stars' own wings, following the nebula's gradients (DAOPHOT's way)
+    local, local_err = _annulus_median(data, mask, xw, yw, ANNULUS[0] * fwhm, ANNULUS[1] * fwhm)
+    ones = np.ones_like(data)
+    flux, ferr, aflag = sep.sum_circle(data, xw, yw, radius, var=variance, mask=mask, subpix=5)
+    area, _, _ = sep.sum_circle(ones, xw, yw, radius, mask=mask, subpix=5)
+    big, big_err, _ = sep.sum_circle(data, xw, yw, BIG_APERTURE * fwhm, var=variance, mask=mask, subpix=5)
+    big_area, _, _ = sep.sum_circle(ones, xw, yw, BIG_APERTURE * fwhm, mask=mask, subpix=5)
+    flux, big = flux - local * area, big - local * big_area
+    ferr, big_err = np.hypot(ferr, area * local_err), np.hypot(big_err, big_area * local_err)
     a, b, theta = objs["a"].astype(float), objs["b"].astype(float), objs["theta"].astype(float)
     a, b = np.where(np.isfinite(a), np.maximum(a, 0.5), 1.0), np.where(np.isfinite(b), np.maximum(b, 0.5), 1.0)
     a, b = np.maximum(a, b), np.minimum(a, b)
@@ -147,32 +168,38 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     perr = sig / np.maximum(snr, 1e-3) * np.sqrt(2.0)  # per axis, a windowed centroid
     peak, width = _stamp_shape(sub, xw, yw, fwhm)
     compact = peak * 2 * np.pi * sig * sig / np.maximum(flux, 1e-9)
+    sharp = _sharpness(sub, xw, yw)
     flags = np.zeros(len(x), np.int32)
     flags |= np.where(objs["flag"] & sep.OBJ_MERGED, BLENDED, 0)
     flags |= np.where((aflag & sep.APER_TRUNC) | (kf & sep.APER_TRUNC), TRUNCATED, 0)
     ap_bad, ap_sat, edge = _aperture_flags(bad, sat, dqn, xw, yw, radius)
     flags |= np.where(ap_sat, SATURATED, 0) | np.where(ap_bad, DQ_TOUCHED, 0) | np.where(edge, EDGE, 0)
+    flags |= np.where(sharp > SHARP_RATIO, SHARP, 0)
     t = Table()
     t["NUMBER"] = np.arange(1, len(x) + 1, dtype=np.int32)
     t["X_IMAGE"], t["Y_IMAGE"] = xw + 1.0, yw + 1.0  # FITS 1-based, as SExtractor and DRAGONS
     t["X_ERR"], t["Y_ERR"] = perr, perr
     t["FLUX_APER"], t["FLUXERR_APER"] = flux, ferr
+    t["FLUX_BIG"], t["FLUXERR_BIG"] = big, big_err  # aperture of BIG_APERTURE FWHM: the aperture correction
     t["FLUX_AUTO"], t["FLUXERR_AUTO"] = kflux, kerr
     t["FLUX_MAX"] = peak
-    t["BACKGROUND"] = back[np.clip(np.rint(yw).astype(int), 0, back.shape[0] - 1),
-                           np.clip(np.rint(xw).astype(int), 0, back.shape[1] - 1)]
+    t["BACKGROUND"] = local
     t["FWHM_IMAGE"] = width
     t["ELLIPTICITY"] = 1.0 - b / a
     t["THETA_IMAGE"] = np.degrees(theta)
     t["SNR"] = snr
+    t["DETECT_SNR"] = objs["peak"]  # the point-source filter's peak signal-to-noise
+    t["SHARPNESS"] = sharp
     t["COMPACTNESS"] = compact
     t["FLAGS"] = flags
     t.meta["APERRAD"] = float(radius)
     return t, info
 
 
-_COLUMNS = ("NUMBER", "X_IMAGE", "Y_IMAGE", "X_ERR", "Y_ERR", "FLUX_APER", "FLUXERR_APER", "FLUX_AUTO", "FLUXERR_AUTO",
-            "FLUX_MAX", "BACKGROUND", "FWHM_IMAGE", "ELLIPTICITY", "THETA_IMAGE", "SNR", "COMPACTNESS", "FLAGS")
+_COLUMNS = ("NUMBER", "X_IMAGE", "Y_IMAGE", "X_ERR", "Y_ERR", "FLUX_APER", "FLUXERR_APER", "FLUX_BIG", "FLUXERR_BIG",
+            "FLUX_AUTO", "FLUXERR_AUTO",
+            "FLUX_MAX", "BACKGROUND", "FWHM_IMAGE", "ELLIPTICITY", "THETA_IMAGE", "SNR", "DETECT_SNR", "SHARPNESS",
+            "COMPACTNESS", "FLAGS")
 
 
 def _stamp_shape(sub: np.ndarray, x, y, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -196,19 +223,37 @@ def _stamp_shape(sub: np.ndarray, x, y, fwhm: float) -> tuple[np.ndarray, np.nda
     return out_peak, out_width
 
 
-def _seeing(sub: np.ndarray, x, y, nominal: float) -> float:
-    """The seeing FWHM (pixels) from the first pass's sources: the smallest well-populated mode of their
-    widths (stars are the narrowest population but for cosmic rays, which are narrower than 1.2 pixels)."""
-    if len(x) < 5:
+def _sharpness(sub: np.ndarray, x, y) -> np.ndarray:
+    """The peak pixel over the mean of its four neighbours: a cosmic ray or hot pixel stands far above them,
+    a star sampled by more than a pixel does not."""
+    ny, nx = sub.shape
+    ix = np.clip(np.rint(x).astype(int), 1, nx - 2)
+    iy = np.clip(np.rint(y).astype(int), 1, ny - 2)
+    ring = (sub[iy - 1, ix] + sub[iy + 1, ix] + sub[iy, ix - 1] + sub[iy, ix + 1]) / 4.0
+    return sub[iy, ix] / np.maximum(ring, 1e-3 * np.abs(sub[iy, ix]) + 1e-12)
+
+
+def _seeing(sub: np.ndarray, objs, nominal: float) -> float:
+    """The seeing FWHM (pixels) from the first pass: the widths of the sources the point-source filter answers
+    to most (highest peak signal-to-noise), cosmic rays (:func:`_sharpness`) left out; their densest mode."""
+    if len(objs) < 5:
         return nominal
-    _, width = _stamp_shape(sub, x, y, 1.5 * nominal)
-    w = np.log(width[(width > 1.2) & np.isfinite(width)])
+    keep = _sharpness(sub, objs["x"], objs["y"]) < SHARP_RATIO
+    o = objs[keep]
+    o = o[np.argsort(-o["peak"])][:150]
+    if len(o) < 5:
+        return nominal
+    _, width = _stamp_shape(sub, o["x"], o["y"], 1.5 * nominal)
+    w = np.log(width[(width > 0.8) & np.isfinite(width)])
     if len(w) < 5:
         return nominal
     grid = np.linspace(w.min(), w.max() + 1e-6, 200)
     dens = np.exp(-0.5 * ((grid[:, None] - w[None, :]) / 0.06) ** 2).sum(axis=1)
-    peaks = np.flatnonzero((dens >= np.roll(dens, 1)) & (dens >= np.roll(dens, -1)) & (dens >= 0.3 * dens.max()))
-    return float(np.exp(grid[peaks[0]])) if len(peaks) else float(np.exp(grid[np.argmax(dens)]))
+    return float(np.exp(grid[np.argmax(dens)]))
+
+
+#: Peak over the mean of its four neighbours above which a source is a cosmic ray or a hot pixel.
+SHARP_RATIO = 4.0
 
 
 def classify(table, stars: np.ndarray) -> float:
@@ -226,6 +271,30 @@ def classify(table, stars: np.ndarray) -> float:
     flags = flags | np.where(comp < locus * (1 - tol), EXTENDED, 0) | np.where(comp > locus * (1 + 2 * tol), SHARP, 0)
     table["FLAGS"] = np.where(stars, np.asarray(table["FLAGS"]), flags).astype(np.int32)
     return locus
+
+
+def _annulus_median(data, mask, x, y, r_in: float, r_out: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per source: the median of the unmasked pixels in an annulus, and its error (sqrt(pi/2) sigma / sqrt(n))."""
+    ny, nx = data.shape
+    r = int(np.ceil(r_out))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    rr = np.hypot(xx, yy)
+    ring = (rr >= r_in) & (rr <= r_out)
+    dy, dx = yy[ring], xx[ring]
+    ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
+    med = np.empty(len(x))
+    err = np.empty(len(x))
+    for start in range(0, len(x), 500):
+        sl = slice(start, start + 500)
+        py, px = iy[sl, None] + dy[None], ix[sl, None] + dx[None]
+        inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
+        py, px = np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)
+        vals = np.where(inside & ~mask[py, px], data[py, px], np.nan)
+        med[sl] = np.nanmedian(vals, axis=1)
+        mad = np.nanmedian(np.abs(vals - med[sl, None]), axis=1)
+        n = np.maximum(np.isfinite(vals).sum(axis=1), 1)
+        err[sl] = 1.2533 * 1.4826 * mad / np.sqrt(n)
+    return np.nan_to_num(med), np.nan_to_num(err, nan=0.0)
 
 
 def _aperture_flags(bad, sat, dq, x, y, radius):

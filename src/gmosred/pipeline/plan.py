@@ -173,6 +173,8 @@ def _plan_recipe(plan: Plan, frames: list[dict], recipe, made, workdir, cfg, fir
             continue
         plan.tasks.append(chain)
         for name in recipe[1:]:
+            if chain.step == cfg["run"].until:
+                break
             step = STEPS[name]
             chain = Task(name, workdir / step.output(chain.output, step_params(step, cfg)), [str(chain.output)],
                          label=chain.label)

@@ -19,6 +19,10 @@ from ..calibrate.overscan import OverscanParams
 from ..calibrate.reduce import ReduceParams
 from ..engines.combine import CombineParams
 from ..frame.model import stem
+from ..measure.astrometry import AstrometryParams
+from ..measure.photometry import PhotometryParams
+from ..measure.sources import DetectParams
+from ..measure.step import MeasureParams
 from ..mosaic import MosaicParams
 from ..params import checked, param
 
@@ -31,6 +35,13 @@ class SelectParams:
     flat_dates: str = param("", "dates of the twilight flats (as bias_dates)")
     science_dates: str = param("", "dates of the science frames (as bias_dates)")
     objects: str = param("%", "science frames' Object LIKE pattern")
+
+
+@checked
+class RunParams:
+    """What ``gmosred run`` makes of the science frames."""
+
+    until: str = param("measure", "last step of the science frames' recipe", choices=("reduce", "mosaic", "measure"))
 
 
 @dataclass
@@ -87,8 +98,15 @@ def _mosaic(task: Task, p: dict) -> Path:
     return mosaic_file(task.inputs[0], task.output.parent, p["mosaic"])
 
 
+def _measure(task: Task, p: dict) -> Path:
+    from ..measure.step import measure_file
+
+    return measure_file(task.inputs[0], task.output.parent, p)
+
+
 #: The configuration sections and their defaults (a section may serve several steps: the overscan).
 SECTIONS: dict[str, object] = {
+    "run": RunParams(),
     "select": SelectParams(),
     "overscan": OverscanParams(),
     "bias": CombineParams(),
@@ -96,6 +114,10 @@ SECTIONS: dict[str, object] = {
     "flat_combine": FLAT_COMBINE,
     "reduce": ReduceParams(),
     "mosaic": MosaicParams(),
+    "measure": MeasureParams(),
+    "detect": DetectParams(),
+    "astrometry": AstrometryParams(),
+    "photometry": PhotometryParams(),
 }
 
 STEPS: dict[str, Step] = {s.name: s for s in (
@@ -109,6 +131,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          calibrations=(("bias", True), ("flat", True)), output=lambda inp, p: f"{p['reduce'].prefix}{stem(inp)}.fits"),
     Step("mosaic", "CCDs into one plane (gmosaic)", ("mosaic",), _mosaic,
          output=lambda inp, p: f"{p['mosaic'].prefix}{stem(inp)}.fits"),
+    Step("measure", "sources, WCS on Gaia, zero point", ("measure", "detect", "astrometry", "photometry"), _measure,
+         output=lambda inp, p: f"{p['measure'].prefix}{stem(inp)}.fits"),
 )}
 
 #: Recipes: the observing log's kind of frame (``obslog.select`` kinds) -> its steps, in order. The
@@ -116,7 +140,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
 RECIPES: dict[str, tuple[str, ...]] = {
     "bias": ("bias",),
     "twiFlat": ("flat",),
-    "sciImg": ("reduce", "mosaic"),
+    "sciImg": ("reduce", "mosaic", "measure"),
 }
 
 #: The step commands' and API functions' parameters: (configuration section, option prefix); e.g.
@@ -126,6 +150,7 @@ OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "flat": (("overscan", "overscan_"), ("flat", ""), ("flat_combine", "")),
     "reduce": (("overscan", "overscan_"), ("reduce", "")),
     "mosaic": (("mosaic", ""),),
+    "measure": (("measure", ""), ("detect", "detect_"), ("astrometry", "astrometry_"), ("photometry", "photometry_")),
 }
 
 

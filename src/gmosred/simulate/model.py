@@ -177,9 +177,11 @@ class Layout:
         return (nx - 1) / 2.0, (ny - 1) / 2.0
 
 
-def true_wcs(layout: Layout, crval: tuple[float, float], pa: float, distortion: float = 0.0):
+def true_wcs(layout: Layout, crval: tuple[float, float], pa: float, distortion: float = 0.0,
+             offset: tuple[float, float] = (0.0, 0.0)):
     """TAN WCS of CCD2 (binned data pixels, FITS 1-based), for a pointing at CCD2's centre; with a radial
-    ``distortion`` (arcsec at 200 arcsec from the centre) as SIP terms: use ``all_world2pix`` with it."""
+    ``distortion`` (arcsec at 200 arcsec from the centre) as SIP terms: use ``all_world2pix`` with it.
+    ``offset``: where CCD2's pixel (0, 0) is in another frame (a mosaic: the CCD2 tile's origin)."""
     from astropy.wcs import WCS, Sip
 
     s = layout.pixel_scale / 3600.0
@@ -187,7 +189,7 @@ def true_wcs(layout: Layout, crval: tuple[float, float], pa: float, distortion: 
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     cx, cy = layout.ccd2_center()
-    w.wcs.crpix = [cx + 1.0, cy + 1.0]
+    w.wcs.crpix = [cx + 1.0 + offset[0], cy + 1.0 + offset[1]]
     w.wcs.crval = list(crval)
     # GMOS-S parity, as the real headers: CD = s [[-cos t, sin t], [-sin t, -cos t]], t = -PA
     w.wcs.cd = s * np.array([[-math.cos(t), math.sin(t)], [-math.sin(t), -math.cos(t)]])
@@ -342,8 +344,9 @@ def gaia_catalog(stars, rng: np.random.Generator, limit: float = 21.0):
 
 
 def ps1_catalog(stars, rng: np.random.Generator, bright: float = 14.0, limit: float = 22.5):
-    """A Pan-STARRS1-like catalogue: mean positions (epoch 2012, 15 mas noise, no proper motions) and r, i PSF
-    magnitudes with errors growing toward the faint end; saturated brighter than ``bright``. PS1's column names."""
+    """A Pan-STARRS1-like catalogue: mean positions (epoch 2012, 15 mas noise, no proper motions) and g, r, i, z
+    PSF magnitudes (g and z from a simple stellar locus in r - i: only r and i calibrate the simulated filters)
+    with errors growing toward the faint end; saturated brighter than ``bright``. PS1's column names."""
     from astropy.table import Table
 
     sel = np.flatnonzero((np.asarray(stars["r"]) < limit) & (np.asarray(stars["r"]) > bright)
@@ -356,8 +359,11 @@ def ps1_catalog(stars, rng: np.random.Generator, bright: float = 14.0, limit: fl
     out["objID"] = 100000000000 + np.asarray(s["id"], np.int64)
     out["raMean"] = ra + rng.normal(0, err / 3.6e6, n) / np.cos(np.radians(dec))
     out["decMean"] = dec + rng.normal(0, err / 3.6e6, n)
-    for band in ("r", "i"):
-        m = np.asarray(s[band])
+    ri = np.asarray(s["r"]) - np.asarray(s["i"])
+    mags = {"g": np.asarray(s["r"]) + 0.15 + 1.1 * ri, "r": np.asarray(s["r"]), "i": np.asarray(s["i"]),
+            "z": np.asarray(s["i"]) - 0.5 * ri}  # g and z from a simple stellar locus in r - i
+    for band in ("g", "r", "i", "z"):
+        m = mags[band]
         e = np.sqrt(0.008**2 + (0.02 * 10 ** (0.4 * (m - 20.0)))**2)
         out[f"{band}MeanPSFMag"] = m + rng.normal(0, 1, n) * e
         out[f"{band}MeanPSFMagErr"] = e

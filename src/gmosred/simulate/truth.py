@@ -74,11 +74,12 @@ def star_electrons(mag, band: str, airmass: float, exptime: float, cam: model.Ca
     return 10 ** (-0.4 * (np.asarray(mag) - zp + model.EXTINCTION[band] * (airmass - 1.0))) * exptime
 
 
-def true_wcs(truth_or_layout, rec: dict):
-    """The frame's true WCS of CCD2 with the optics' distortion (SIP): use ``all_world2pix``/``all_pix2world``."""
+def true_wcs(truth_or_layout, rec: dict, offset: tuple[float, float] = (0.0, 0.0)):
+    """The frame's true WCS of CCD2 with the optics' distortion (SIP): use ``all_world2pix``/``all_pix2world``.
+    ``offset``: of CCD2's pixels in another frame (a mosaic's: its CRPIX less CCD2's)."""
     layout = truth_or_layout.layout if isinstance(truth_or_layout, Truth) else truth_or_layout
     return model.true_wcs(layout, (rec["true_crval"][0], rec["true_crval"][1]), rec["true_pa"],
-                          model.DISTORTION_ARCSEC_AT_200)
+                          model.DISTORTION_ARCSEC_AT_200, offset)
 
 
 def star_pixels(truth_or_layout, stars, rec: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -187,3 +188,48 @@ def load_truth(outdir) -> Truth:
             flat={b: get(f"FLAT_{b.upper()}") for b in obsplan.FILTERS}, fringe=get("FRINGE"))
     return Truth(root, run, Table.read(root / "stars.ecsv"), Table.read(root / "gaia.ecsv"),
                  Table.read(root / "ps1.ecsv"), nebula, nebula_wcs, det)
+
+
+def wcs_errors(truth: Truth, rec: dict, product) -> tuple[float, float, int]:
+    """A measured frame's astrometry against the truth: rms (mas) of its bright clean stars' positions through the
+    product's fitted WCS and through the true WCS (the centroiding floor), both at the same measured centroids
+    against the stars' true positions at the frame's epoch, and how many stars."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from scipy.spatial import cKDTree
+
+    from ..measure.sources import FLAGS
+
+    with fits.open(product) as h, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = WCS(h["SCI"].header)
+        obj, ref = h["OBJCAT"].data, h["REFCAT"].data
+        crpix = (h["SCI"].header["CRPIX1"], h["SCI"].header["CRPIX2"])  # the mosaic's, kept by the fit
+    by_number = {int(n): k for k, n in enumerate(obj["NUMBER"])}
+    rows = np.array([by_number[int(n)] for n in ref["OBJCAT_NUMBER"]], int)
+    tra, tdec = model.positions_at(truth.stars, model.julian_epoch(rec["start"]))
+    cosd = np.cos(np.radians(np.median(tdec)))
+    d, k = cKDTree(np.c_[tra * cosd, tdec]).query(np.c_[np.asarray(ref["RA"]) * cosd, ref["DEC"]])
+    clean = (np.asarray(obj["FLAGS"])[rows] & sum(FLAGS)) == 0
+    bright = clean & (np.asarray(obj["SNR"])[rows] > 100) & (d * 3.6e6 < 100)
+    x, y = np.asarray(obj["X_IMAGE"])[rows][bright], np.asarray(obj["Y_IMAGE"])[rows][bright]
+    tr_ra, tr_dec = tra[k[bright]], tdec[k[bright]]
+    # CCD2's place in the mosaic: the mosaic's CRPIX less CCD2's own (its centre)
+    cx, cy = truth.layout.ccd2_center()
+    true = true_wcs(truth, rec, (crpix[0] - cx - 1.0, crpix[1] - cy - 1.0))
+
+    def rms(w):
+        r, dd = w.all_pix2world(x, y, 1)
+        return float(np.sqrt(np.mean(((r - tr_ra) * np.cos(np.radians(tr_dec))) ** 2 + (dd - tr_dec) ** 2)) * 3.6e6)
+
+    return rms(fitted), rms(true), int(bright.sum())
+
+
+def zero_point(truth: Truth, rec: dict) -> tuple[float, float]:
+    """The frame's true PHOTZP and PHOTCT (catalogue magnitude = PHOTZP - 2.5 log10(e-/s) + PHOTCT (r - i))."""
+    band = rec["band"]
+    zp = truth.run["zero_points"][band]["2"] - truth.run["extinction"][band] * (rec["airmass"] - 1.0)
+    ct = -(truth.run["colour_term"].get(band, 0.0) if band in ("r", "i") else truth.run["narrowband_slope"][band])
+    return zp, ct
