@@ -24,13 +24,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote
 
 from .. import instruments
 from ..frame.model import roi_of
 from ..frame.headers import scan_headers
+from .standin import StandIn
+from .standin import send as _send
 
 IGNORED_TERMS = {"notengineering", "NotFail", "RAW", "canonical", "present", "AnyQA", "includeengineering"}
 OBSERVATION_TYPES = {"OBJECT", "BIAS", "DARK", "FLAT", "ARC", "PINHOLE", "RONCHI", "CAL", "FRINGE", "MASK"}
@@ -88,7 +90,7 @@ def summary_record(path: Path, stored: bytes | None, *, release: date | None = N
     }
 
 
-class StandInArchive:
+class StandInArchive(StandIn):
     """The archive's listing and file services for ``paths`` (raw .fits files), on 127.0.0.1.
 
     ``proprietary``: names of files whose release date is put a year after ``today``.
@@ -119,46 +121,15 @@ class StandInArchive:
         self.log: list[tuple[str, str | None]] = []  # (path, Range header)
         self.rate: float | None = None  # bytes per second per connection (None: as fast as it goes)
         self.ranges = True  # honour HTTP Range requests (False: always send the whole file, with 200)
-        self._server: ThreadingHTTPServer | None = None
+        super().__init__()
         self._lock = threading.Lock()
 
-    # -- server ------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> StandInArchive:
-        archive = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):
-                with archive._lock:
-                    archive.log.append((self.path, self.headers.get("Range")))
-                archive._answer(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> StandInArchive:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _request(self, h: BaseHTTPRequestHandler, method: str, body: bytes) -> None:
+        if method != "GET":
+            return _send(h, 405, b"GET only", "text/plain")
+        with self._lock:
+            self.log.append((h.path, h.headers.get("Range")))
+        self._answer(h)
 
     def file_requests(self) -> list[tuple[str, str | None]]:
         return [(p.rsplit("/", 1)[-1], r) for p, r in self.log if p.startswith("/file/")]
@@ -254,13 +225,3 @@ class StandInArchive:
             ahead = (i + block) / self.rate - (time.perf_counter() - t0)
             if ahead > 0:
                 time.sleep(ahead)
-
-
-def _send(h: BaseHTTPRequestHandler, code: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
-    h.send_response(code)
-    h.send_header("Content-Type", ctype)
-    h.send_header("Content-Length", str(len(body)))
-    for k, v in (extra or {}).items():
-        h.send_header(k, v)
-    h.end_headers()
-    h.wfile.write(body)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import io
 import itertools
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+
+from .standin import StandIn
+from .standin import send as _send
 
 SYNC_ROW_LIMIT = 2000
 
@@ -31,7 +33,7 @@ def _cone(table, ra_col: str, dec_col: str, ra: float, dec: float, radius: float
     return table[cosang >= np.cos(np.radians(radius))]
 
 
-class StandInCatalogs:
+class StandInCatalogs(StandIn):
     """Serve ``gaia`` and ``ps1`` (astropy Tables with the services' column names) on 127.0.0.1."""
 
     def __init__(self, gaia, ps1, *, refuse: bool = False):
@@ -39,45 +41,12 @@ class StandInCatalogs:
         self.requests: list[tuple[str, str]] = []
         self._jobs: dict[str, bytes] = {}
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
-
-    def start(self) -> StandInCatalogs:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):
-                outer._answer(self, "GET", b"")
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                outer._answer(self, "POST", self.rfile.read(n))
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> StandInCatalogs:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__()
 
     # ------------------------------------------------------------------ answers
-    def _answer(self, h: BaseHTTPRequestHandler, method: str, body: bytes) -> None:
+    protocol = "HTTP/1.0"  # one request per connection, as astroquery's TAP client expects
+
+    def _request(self, h: BaseHTTPRequestHandler, method: str, body: bytes) -> None:
         url = urlparse(h.path)
         self.requests.append((method, h.path))
         if self.refuse:
@@ -145,13 +114,3 @@ def _votable(table) -> bytes:
     buf = io.BytesIO()
     from_table(table).to_xml(buf)
     return buf.getvalue()
-
-
-def _send(h: BaseHTTPRequestHandler, code: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
-    h.send_response(code)
-    h.send_header("Content-Type", ctype)
-    h.send_header("Content-Length", str(len(body)))
-    for k, v in (extra or {}).items():
-        h.send_header(k, v)
-    h.end_headers()
-    h.wfile.write(body)
