@@ -356,7 +356,7 @@ def solve(sources, catalog, header_wcs, shape, pixel_scale: float, params: Astro
     wcs, used, resid, intrinsic = fit_tan_sip(xs[si], ys[si], ra[ri], dec[ri], sigma, crpix, crval, order, params.clip)
     rms = float(np.sqrt(np.mean((resid[used] ** 2).sum(axis=1))))
     # a solution is believed only if its residuals are those of centroids, not of chance pairs
-    limit = min(max(3.0 * float(np.median(sigma)) * math.sqrt(2.0), 0.25 * pixel_scale * 1000.0),
+    limit = min(max(3.0 * float(np.median(sigma)) * math.sqrt(2.0), 0.6 * pixel_scale * 1000.0),
                 fwhm_px * pixel_scale * 1000.0 / 2.5, MAX_RMS_MAS)  # never a fraction of the seeing: that is chance
     # and more pairs than chance gives at the final radius
     chance = len(xs) * len(ref_ok) * math.pi * radius**2 / float(nx * ny)
