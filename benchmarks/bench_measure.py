@@ -184,7 +184,7 @@ def main() -> None:
     ps1 = refcat.standardise(truth.ps1, "ps1", epoch=2012.0)
     gaia.meta["source"] = ps1.meta["source"] = ""  # named as the services are
     params = {k: SECTIONS[k] for k in ("measure", "detect", "astrometry", "photometry")}
-    rows, ours, theirs = [], [], []
+    ours, theirs = [], []
     sex_cats = []
     for rec, path in frames:
         frame = read_processed(path)
