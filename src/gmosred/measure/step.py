@@ -138,9 +138,9 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
     hdr["SKYLEVEL"] = (round(info["background"], 2), "[electron] median background")
     hdr["SKYNOISE"] = (round(info["noise"], 3), "[electron] typical pixel noise")
     tables = dict(frame.tables)
-    tables["OBJCAT"] = fits.BinTableHDU(Table(cat), name="OBJCAT")
+    tables["OBJCAT"] = _table_hdu(Table(cat), "OBJCAT")
     if sol is not None:
-        tables["REFCAT"] = fits.BinTableHDU(_refcat(astro_ref, sol, cat, zp, phot_cat, si, ri), name="REFCAT")
+        tables["REFCAT"] = _table_hdu(_refcat(astro_ref, sol, cat, zp, phot_cat, si, ri), "REFCAT")
     result = Frame(out_phu, [Plane(plane.sci, hdr, plane.var, plane.dq, extver=plane.extver)], tables=tables)
     return result, summary
 
@@ -211,6 +211,26 @@ def _stamp_photometry(hdr, zp, band: str, cat, why: str, phu) -> None:
 def _catalog_name(cat, default: str) -> str:
     source = str(cat.meta.get("source", "")) if hasattr(cat, "meta") else ""
     return default if "catalogs" in source.replace("\\", "/").split("/") or not source else Path(source).name[:68]
+
+
+#: Units of the catalogues' columns (TUNITn), by name.
+UNITS = {"X_IMAGE": "pix", "Y_IMAGE": "pix", "X_ERR": "pix", "Y_ERR": "pix", "FLUX_APER": "electron",
+         "FLUXERR_APER": "electron", "FLUX_BIG": "electron", "FLUXERR_BIG": "electron", "FLUX_AUTO": "electron",
+         "FLUXERR_AUTO": "electron", "FLUX_MAX": "electron", "BACKGROUND": "electron", "FWHM_IMAGE": "pix",
+         "THETA_IMAGE": "deg", "RA": "deg", "DEC": "deg", "MAG_APER": "mag", "MAGERR_APER": "mag", "RA_ERR": "mas",
+         "DEC_ERR": "mas", "PMRA": "mas / yr", "PMDEC": "mas / yr", "G": "mag", "DRA_MAS": "mas", "DDEC_MAS": "mas",
+         "MAG_R": "mag", "MAG_I": "mag"}
+
+
+def _table_hdu(table, name: str) -> fits.BinTableHDU:
+    """A binary table extension with its columns' units as TUNITn (written as strings: FITS has no 'electron')."""
+    for col in table.colnames:
+        table[col].unit = None
+    hdu = fits.BinTableHDU(table, name=name)
+    for i, col in enumerate(table.colnames, start=1):
+        if col in UNITS:
+            hdu.header[f"TUNIT{i}"] = UNITS[col]
+    return hdu
 
 
 def _refcat(astro, sol, cat, zp, phot, si, ri):
