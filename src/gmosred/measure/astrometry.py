@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..errors import GmosredError
 from ..params import checked, param
+from .fitting import intrinsic_scatter, nearest_pairs
 
 DEG = math.pi / 180.0
 MAS = 1.0 / 3.6e6  # degrees
@@ -103,9 +105,9 @@ def vote(xs, ys, xr, yr, centre, pixel_scale: float, params: AstrometryParams = 
     edges = np.arange(-max_shift, max_shift + bin_px, bin_px)
     best = None
     peaks = []
+    u, v = xr - centre[0], yr - centre[1]
     for rot in rotations:
         c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
-        u, v = xr - centre[0], yr - centre[1]
         xq, yq = centre[0] + c * u - s * v, centre[1] + s * u + c * v
         dx = (xs[:, None] - xq[None, :]).ravel()
         dy = (ys[:, None] - yq[None, :]).ravel()
@@ -176,16 +178,9 @@ def fit_tan_sip(x, y, ra, dec, sigma_mas, crpix, crval, order: int, clip: float 
         r2 = rx**2 + ry**2
         # the intrinsic scatter that gives the normalised residuals of a chi^2 with 2 degrees of freedom their
         # median (2 ln 2): robust, so that a crowded field's few mismatched pairs neither set it nor survive it
-        med = lambda t: float(np.median(r2[used] / (sigma[used] ** 2 + t * t)))  # noqa: E731
         target = 2.0 * math.log(2.0) * 2 * used.sum() / max(2 * used.sum() - 2 * a.shape[1], 1)
-        lo, hi = 0.0, max(float(np.sqrt(np.median(r2[used]))), 1e-3) * 10
-        if med(0.0) > target:
-            for _ in range(50):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if med(mid) > target else (lo, mid)
-            intrinsic = hi
-        else:
-            intrinsic = 0.0
+        intrinsic = intrinsic_scatter(lambda t: float(np.median(r2[used] / (sigma[used] ** 2 + t * t))), target,
+                                      max(float(np.sqrt(np.median(r2[used]))), 1e-3) * 10)
         norm = np.sqrt(r2 / (sigma**2 + intrinsic**2))  # a radial deviation in sigma of one axis
         keep = norm < clip
         if (keep == used).all():
@@ -312,11 +307,10 @@ def solve(sources, catalog, header_wcs, shape, pixel_scale: float, params: Astro
     inner = rank_ref[(xr[rank_ref] > 0) & (xr[rank_ref] < nx) & (yr[rank_ref] > 0) & (yr[rank_ref] < ny)]
     # as many sources as the catalogue has stars on the frame, and more when it is sparse (its faintest
     # stars need not be among the brightest sources)
-    n_src = min(params.n_bright, len(rank_src), max(len(inner), 3 * len(inner), 30))
+    n_src = min(params.n_bright, len(rank_src), max(3 * len(inner), 30))
     n_ref = min(params.n_bright, len(rank_ref), max(int(1.3 * len(inner)), params.min_matches))
     centre = ((nx + 1) / 2, (ny + 1) / 2)
-    wide = AstrometryParams(**{**{f: getattr(params, f) for f in params.__dataclass_fields__},
-                               "n_bright": max(n_src, n_ref)})
+    wide = dataclasses.replace(params, n_bright=max(n_src, n_ref))
     v = vote(xs[rank_src[:n_src]], ys[rank_src[:n_src]], xr[rank_ref[:n_ref]], yr[rank_ref[:n_ref]], centre,
              pixel_scale, wide)
     # first transform: an affine map fitted (with clipping) to the winning pairs of the vote
@@ -331,7 +325,7 @@ def solve(sources, catalog, header_wcs, shape, pixel_scale: float, params: Astro
     for _ in range(4):  # affine refinements with a radius that only shrinks
         d, k = tree.query(np.column_stack([xq[ref_ok], yq[ref_ok]]), distance_upper_bound=radius)
         hit = np.isfinite(d)
-        si, ri = _mutual(k[hit], ref_ok[hit], d[hit])
+        si, ri = nearest_pairs(k[hit], ref_ok[hit], d[hit])
         if len(si) < params.min_matches:
             raise NoSolution(f"{len(si)} stars matched after the vote ({v['peak']} in it): too few")
         coef = _affine(xr[ri], yr[ri], xs[si], ys[si])
@@ -342,7 +336,7 @@ def solve(sources, catalog, header_wcs, shape, pixel_scale: float, params: Astro
     # the WCS: pixels of the matched sources against the catalogue's sky
     d, k = tree.query(np.column_stack([xq[ref_ok], yq[ref_ok]]), distance_upper_bound=radius)
     hit = np.isfinite(d)
-    si, ri = _mutual(k[hit], ref_ok[hit], d[hit])
+    si, ri = nearest_pairs(k[hit], ref_ok[hit], d[hit])
     cat_err = np.hypot(_col(catalog, "ra_error", 50.0)[ri], _col(catalog, "dec_error", 50.0)[ri]) / math.sqrt(2)
     pos_err = np.asarray(sources["X_ERR"], float)[si] * pixel_scale * 1000.0  # mas
     sigma = np.hypot(cat_err, pos_err)
@@ -398,18 +392,3 @@ def _ranking_magnitude(catalog) -> np.ndarray:
         if name in catalog.colnames:
             return np.nan_to_num(np.asarray(catalog[name], float), nan=99.0)
     return np.zeros(len(catalog))
-
-
-def _mutual(src_idx, ref_idx, dist):
-    """Pairs (source, star) keeping, for a source claimed by several stars, only the nearest."""
-    order = np.argsort(dist)
-    seen: set[int] = set()
-    s_out, r_out = [], []
-    for k in order:
-        s = int(src_idx[k])
-        if s in seen:
-            continue
-        seen.add(s)
-        s_out.append(s)
-        r_out.append(int(ref_idx[k]))
-    return np.array(s_out, int), np.array(r_out, int)

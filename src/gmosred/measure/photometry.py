@@ -24,11 +24,14 @@ import numpy as np
 
 from ..errors import GmosredError
 from ..params import checked, param
+from .fitting import intrinsic_scatter, nearest_pairs
 from .sources import BLENDED, DQ_TOUCHED, EDGE, SATURATED, SHARP
 
 #: Catalogue band to fit each GMOS band against (narrow bands: the broad band they sit in).
 REFERENCE_BAND = {"u": "u", "g": "g", "r": "r", "i": "i", "z": "z", "Ha": "r", "HaC": "r", "SII": "r", "OIII": "g",
                   "OIIIC": "g", "HeII": "g", "HeIIC": "g", "CaT": "z", "Z": "z", "Y": "z"}
+#: Source flags that keep a star out of the zero point and the aperture correction.
+UNCLEAN = SATURATED | BLENDED | DQ_TOUCHED | EDGE | SHARP
 NARROW = ("Ha", "HaC", "SII", "OIII", "OIIIC", "HeII", "HeIIC")
 
 
@@ -58,7 +61,7 @@ def aperture_correction(sources, rows, fwhm_px: float | None = None) -> tuple[fl
     fw = fwhm_px if fwhm_px else float(np.nanmedian(np.asarray(sources["FWHM_IMAGE"], float)))
     tree = cKDTree(np.column_stack([x, y]))
     rows = np.asarray(rows)
-    clean = rows[((flags[rows] & (SATURATED | BLENDED | DQ_TOUCHED | EDGE | SHARP)) == 0) & (snr[rows] > 50)]
+    clean = rows[((flags[rows] & UNCLEAN) == 0) & (snr[rows] > 50)]
     isolated = []
     for i in clean[np.argsort(-flux[clean])]:
         near = tree.query_ball_point([x[i], y[i]], (BIG_APERTURE + 0.5) * fw)
@@ -110,15 +113,7 @@ def fit_zero_point(flux_e, flux_err, colour, cat_mag, cat_err, exptime: float, p
         coef, *_ = np.linalg.lstsq(a[used] * sw[:, None], y[used] * sw, rcond=None)
         resid = y - a @ coef
         dof = max(used.sum() - a.shape[1], 1)
-        chi2 = lambda s: (resid[used] ** 2 / (err[used] ** 2 + s * s)).sum() / dof  # noqa: E731
-        if chi2(0.0) > 1.0:
-            lo, hi = 0.0, 1.0
-            for _ in range(50):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if chi2(mid) > 1.0 else (lo, mid)
-            scatter = hi
-        else:
-            scatter = 0.0
+        scatter = intrinsic_scatter(lambda t: (resid[used] ** 2 / (err[used] ** 2 + t * t)).sum() / dof, 1.0, 1.0)
         keep = np.isfinite(resid) & (np.abs(resid) < params.clip * np.sqrt(err**2 + scatter**2))
         keep &= np.isfinite(c) & np.isfinite(err)
         if (keep == used).all():
@@ -145,7 +140,7 @@ def zero_point(sources, catalog, src_index, ref_index, band: str, exptime: float
                                f"{ref_band}, colour {params.colour})")
     flags = np.asarray(sources["FLAGS"])[src_index]
     snr = np.asarray(sources["SNR"], float)[src_index]
-    ok = ((flags & (SATURATED | BLENDED | DQ_TOUCHED | EDGE | SHARP)) == 0) & (snr >= params.min_snr)
+    ok = ((flags & UNCLEAN) == 0) & (snr >= params.min_snr)
     s_i, r_i = np.asarray(src_index)[ok], np.asarray(ref_index)[ok]
     flux = np.asarray(sources["FLUX_APER"], float)[s_i] * aperture_correction
     ferr = np.asarray(sources["FLUXERR_APER"], float)[s_i] * aperture_correction
@@ -188,12 +183,5 @@ def match_sky(ra, dec, cat_ra, cat_dec, radius_arcsec: float) -> tuple[np.ndarra
     tree = cKDTree(np.column_stack([np.asarray(cat_ra) * cosd, np.asarray(cat_dec)]))
     d, k = tree.query(np.column_stack([np.asarray(ra) * cosd, np.asarray(dec)]), distance_upper_bound=radius_arcsec / 3600)
     hit = np.flatnonzero(np.isfinite(d))
-    order = hit[np.argsort(d[hit])]
-    seen, s_out, r_out = set(), [], []
-    for s in order:
-        if int(k[s]) in seen:
-            continue
-        seen.add(int(k[s]))
-        s_out.append(int(s))
-        r_out.append(int(k[s]))
-    return np.array(s_out, int), np.array(r_out, int)
+    stars, rows = nearest_pairs(k[hit], hit, d[hit])
+    return rows, stars
