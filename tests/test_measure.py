@@ -63,26 +63,28 @@ def test_proper_motions_move_gaia_to_the_frame_epoch(small_run):
     assert abs(mean_motion) > 25.0
 
 
+def test_a_damaged_cached_catalogue_is_one_line_and_not_used(tmp_path):
+    from gmosred.measure import services
+
+    ra_c, dec_c, radius = services.field_of(271.0, -24.4)
+    (tmp_path / "catalogs").mkdir()
+    cache = tmp_path / "catalogs" / f"gaia_{ra_c:.4f}_{dec_c:+.4f}_{radius * 60:.1f}.ecsv"
+    cache.write_text("# %ECSV 1.0\n# ---\n# datatype: [garbage\n")
+    with pytest.raises(services.CatalogUnavailable, match=r"not a readable cached catalogue.*remove it") as e:
+        services.cached("gaia", 271.0, -24.4, tmp_path, url="http://127.0.0.1:9")  # nothing asked: it is cached
+    assert "\n" not in str(e.value) and cache.name in str(e.value)
+
+
 # ------------------------------------------------------------------ sources
 @pytest.fixture(scope="module")
 def mosaicked(small_run, tmp_path_factory):
     """Mosaics of an i frame (stars on sky) and an Ha frame (stars on the nebula) of the small run."""
-    from gmosred.calibrate.bias import make_master_bias
-    from gmosred.calibrate.flat import make_master_flat
-    from gmosred.calibrate.reduce import reduce_frame
-    from gmosred.mosaic import mosaic_file
+    from reduced import reduce_and_mosaic
 
     out, truth = small_run
-    work = tmp_path_factory.mktemp("measure")
-    raw = lambda r: str(out / "raw" / f"{r['file']}.fits")  # noqa: E731
-    bias = make_master_bias([raw(r) for r in truth.frames if r["kind"] == "bias"], work / "MCbias.fits")
-    res = {}
-    for band in ("i", "Ha"):
-        flat = make_master_flat([raw(r) for r in truth.frames if r["kind"] == "twilight" and r["band"] == band],
-                                work / f"MCflat_{band}.fits", bias=bias)
-        rec = [r for r in truth.frames if r["kind"] == "science" and r["band"] == band][1]
-        res[band] = (rec, mosaic_file(reduce_frame(raw(rec), work, bias=bias, flat=flat), work))
-    return truth, res
+    recs = [[r for r in truth.frames if r["kind"] == "science" and r["band"] == band][1] for band in ("i", "Ha")]
+    done = reduce_and_mosaic(out, truth, tmp_path_factory.mktemp("measure"), recs)
+    return truth, {rec["band"]: (rec, mrg) for rec, rg, mrg in done}
 
 
 def _truth_in_mosaic(truth, rec, plane):

@@ -483,6 +483,15 @@ def write_atomic(hdul: fits.HDUList, path) -> Path:
     return path
 
 
+def write_bytes_atomic(data: bytes, path) -> Path:
+    """Write ``data`` to ``path`` as :func:`write_atomic` writes a FITS file (a temporary file in the same folder,
+    named so that a killed run's is recognised and removed, and a rename)."""
+    path = Path(path)
+    with _atomic(path) as f:
+        f.write(data)
+    return path
+
+
 def timestamp() -> str:
     """UT time stamp for processing keywords; SOURCE_DATE_EPOCH (seconds) fixes it for reproducible outputs."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")

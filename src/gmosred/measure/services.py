@@ -21,9 +21,8 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import GmosredError
+from ..frame.model import write_bytes_atomic
 from . import refcat
 
 GAIA_URL = "https://gea.esac.esa.int/"
@@ -72,16 +71,19 @@ def cached(service: str, ra: float, dec: float, cache_dir, url: str | None = Non
                 try:
                     table, query = QUERIES[service](ra_c, dec_c, radius, url, timeout)
                 except CatalogUnavailable as e:
-                    failed.write_text(str(e) + "\n")
+                    write_bytes_atomic((str(e) + "\n").encode(), failed)
                     raise
                 failed.unlink(missing_ok=True)
                 table.meta["query"] = query
-                tmp = path.with_name(f".{path.name}.tmp")
-                table.write(tmp, format="ascii.ecsv", overwrite=True)
-                tmp.replace(path)
+                text = io.StringIO()
+                table.write(text, format="ascii.ecsv")
+                write_bytes_atomic(text.getvalue().encode(), path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    raw = Table.read(path, format="ascii.ecsv")
+    try:
+        raw = Table.read(path, format="ascii.ecsv")
+    except Exception as e:  # astropy raises many kinds for a file it cannot parse
+        raise CatalogUnavailable(f"{path}: not a readable cached catalogue ({_why(e)}): remove it to ask again") from None
     return refcat.standardise(raw, str(path), epoch=PS1_EPOCH if service == "ps1" else None)
 
 
@@ -140,10 +142,3 @@ def _why(e: Exception) -> str:
 
 QUERIES = {"gaia": query_gaia, "ps1": query_ps1}
 
-
-def in_frame(cat, wcs, shape, margin_px: float):
-    """The catalogue's rows that land within ``margin_px`` of a frame through its (header) WCS."""
-    x, y = wcs.all_world2pix(np.asarray(cat["ra"], float), np.asarray(cat["dec"], float), 1)
-    ny, nx = shape
-    on = (x > -margin_px) & (x < nx + margin_px) & (y > -margin_px) & (y < ny + margin_px)
-    return cat[np.isfinite(x) & on]

@@ -11,7 +11,6 @@ WCS and is marked (WCSCAT = 'NONE', WCSFAIL = why; PHOTZP absent): one warning l
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 
@@ -62,17 +61,10 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
     """Sources, WCS and zero point of a mosaic frame; returns (calibrated frame, summary). ``astro_cat`` and
     ``phot_cat``: catalogues with our columns (:mod:`refcat`), or a string saying why there is none."""
     from astropy.table import Table
-    from astropy.wcs import WCS, FITSFixedWarning
 
-    if len(frame.planes) != 1:
-        raise GmosredError(f"{name}: has {len(frame.planes)} SCI extensions: measure a mosaic (mrg) file")
+    header_wcs = _header_wcs(frame, name)
     plane = frame.planes[0]
     phu = frame.phu
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        header_wcs = WCS(plane.header)
-    if not header_wcs.has_celestial:
-        raise GmosredError(f"{name}: has no celestial WCS in its SCI header")
     scale = float(np.sqrt(abs(np.linalg.det(header_wcs.pixel_scale_matrix)))) * 3600.0
     epoch = frame_epoch(phu, name)
     exptime = float(phu.get("EXPTIME", 0.0))
@@ -86,12 +78,9 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
         why_wcs = astro_cat
     else:
         try:
-            moved = refcat.at_epoch(astro_cat, epoch)
-            near = services.in_frame(moved, header_wcs, plane.sci.shape,
-                                     apar.max_offset / scale + math.radians(apar.max_rotation) * max(plane.sci.shape))
-            sol = astrometry.solve(cat, near, header_wcs, plane.sci.shape, scale, apar, fwhm_px=info["fwhm_px"])
+            astro_ref = refcat.at_epoch(astro_cat, epoch)
+            sol = astrometry.solve(cat, astro_ref, header_wcs, plane.sci.shape, scale, apar, fwhm_px=info["fwhm_px"])
             wcs = sol.wcs
-            astro_ref = near
         except (astrometry.NoSolution, GmosredError) as e:
             why_wcs = str(e)
     matched = np.zeros(len(cat), bool)
@@ -255,11 +244,11 @@ def _refcat(astro, sol, cat, zp, phot, si, ri):
     return t
 
 
-def reference_catalogs(frame: Frame, params: dict, cache_dir):
+def reference_catalogs(frame: Frame, params: dict, cache_dir, name: str = "frame"):
     """(astrometric, photometric) catalogues for a frame: the files given, or the services' answers for its field
     (cached); either one is a string saying why where it cannot be had."""
     m = params["measure"]
-    ra, dec = _centre(frame)
+    ra, dec = _centre(frame, name)
     out = []
     for path, service, url in ((m.refcat, "gaia", m.gaia_url), (m.photcat, "ps1", m.mast_url)):
         try:
@@ -269,15 +258,23 @@ def reference_catalogs(frame: Frame, params: dict, cache_dir):
     return out[0], out[1]
 
 
-def _centre(frame: Frame) -> tuple[float, float]:
+def _header_wcs(frame: Frame, name: str):
+    """The telescope's WCS of a mosaic's one plane."""
     from astropy.wcs import WCS, FITSFixedWarning
 
-    plane = frame.planes[0]
+    if len(frame.planes) != 1:
+        raise GmosredError(f"{name}: has {len(frame.planes)} SCI extensions: measure a mosaic (mrg) file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        w = WCS(plane.header)
-    ny, nx = plane.sci.shape
-    ra, dec = w.all_pix2world([[(nx + 1) / 2, (ny + 1) / 2]], 1)[0]
+        w = WCS(frame.planes[0].header)
+    if not w.has_celestial:
+        raise GmosredError(f"{name}: has no celestial WCS in its SCI header")
+    return w
+
+
+def _centre(frame: Frame, name: str) -> tuple[float, float]:
+    ny, nx = frame.planes[0].sci.shape
+    ra, dec = _header_wcs(frame, name).all_pix2world([[(nx + 1) / 2, (ny + 1) / 2]], 1)[0]
     return float(ra), float(dec)
 
 
@@ -289,7 +286,7 @@ def measure_file(path, outdir, params: dict) -> Path:
     if not isinstance(frame, Frame):
         raise GmosredError(f"{path}: is a raw file: reduce and mosaic it first")
     prov.refuse_twice(frame.phu, "MEASURE", path)
-    astro, phot = reference_catalogs(frame, params, outdir)
+    astro, phot = reference_catalogs(frame, params, outdir, path.name)
     result, summary = measure_frame(frame, astro, phot, params, name=path.name)
     inputs = [path] + [Path(c.meta["source"]) for c in (astro, phot) if not isinstance(c, str) and
                        Path(str(c.meta.get("source", ""))).is_file()]
@@ -303,7 +300,7 @@ def measure_file(path, outdir, params: dict) -> Path:
 
 def _beside(result: Frame, out: Path, regions: bool) -> None:
     """The catalogue file and the region files next to the product (each written atomically)."""
-    from ..frame.model import write_atomic
+    from ..frame.model import write_atomic, write_bytes_atomic
 
     hdus = [fits.PrimaryHDU()] + [result.tables[n] for n in ("OBJCAT", "REFCAT") if n in result.tables]
     write_atomic(fits.HDUList(hdus), out.with_name(out.stem + "_cat.fits"))
@@ -314,16 +311,11 @@ def _beside(result: Frame, out: Path, regions: bool) -> None:
     lines = ["# Region file format: DS9 version 4.1", "global color=green", "fk5"]
     lines += [f"circle({r:.7f},{d:.7f},{max(fw, 0.5):.2f}\") # text={{{n}}}"
               for r, d, n in zip(obj["RA"], obj["DEC"], obj["NUMBER"])]
-    _write_text(out.with_name(out.stem + "_obj.reg"), "\n".join(lines) + "\n")
+    write_bytes_atomic(("\n".join(lines) + "\n").encode(), out.with_name(out.stem + "_obj.reg"))
     if "REFCAT" in result.tables:
         ref = result.tables["REFCAT"].data
         lines = ["# Region file format: DS9 version 4.1", "global color=cyan", "fk5"]
         lines += [f"box({r:.7f},{d:.7f},{1.5 * max(fw, 0.5):.2f}\",{1.5 * max(fw, 0.5):.2f}\",0)" for r, d in
                   zip(ref["RA"], ref["DEC"])]
-        _write_text(out.with_name(out.stem + "_ref.reg"), "\n".join(lines) + "\n")
+        write_bytes_atomic(("\n".join(lines) + "\n").encode(), out.with_name(out.stem + "_ref.reg"))
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
