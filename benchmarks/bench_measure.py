@@ -208,8 +208,7 @@ def main() -> None:
         by = {int(n): k for k, n in enumerate(obj["NUMBER"])}
         rws = np.array([by[int(n)] for n in ref["OBJCAT_NUMBER"]])
         bright = (np.asarray(obj["FLAGS"])[rws] == 0) & (np.asarray(obj["SNR"])[rws] > 100)
-        cx, cy = truth.layout.ccd2_center()
-        true = truthmod.true_wcs(truth, rec, (hdr["CRPIX1"] - cx - 1, hdr["CRPIX2"] - cy - 1))
+        true = truthmod.mosaic_true_wcs(truth, rec, hdr)
         fit, floor, n = rms_against_truth(truth, rec, WCS(hdr), np.asarray(obj["X_IMAGE"])[rws][bright],
                                           np.asarray(obj["Y_IMAGE"])[rws][bright], true)
         true_zp = truthmod.zero_point(truth, rec)[0]

@@ -8,8 +8,6 @@ from astropy.io import fits
 from gmosred.frame import dq as dqbits
 from gmosred.frame import model as frame
 from gmosred import instruments
-from gmosred.calibrate.bias import make_master_bias
-from gmosred.calibrate.flat import make_master_flat
 from gmosred.calibrate.reduce import ReduceParams, reduce_frame
 from gmosred.cli import main
 from gmosred.errors import GmosredError
@@ -145,18 +143,11 @@ def test_real_iraf_frame(real_raw, tmp_path, real):
 # ---------------------------------------------------------------- against the truth
 @pytest.fixture(scope="module")
 def mosaics(small_run, tmp_path_factory):
+    from reduced import reduce_and_mosaic
+
     out, truth = small_run
-    work = tmp_path_factory.mktemp("mosaic")
-    raw = lambda r: str(out / "raw" / f"{r['file']}.fits")  # noqa: E731
-    bias = make_master_bias([raw(r) for r in truth.frames if r["kind"] == "bias"], work / "MCbias.fits")
-    flat = make_master_flat([raw(r) for r in truth.frames if r["kind"] == "twilight" and r["band"] == "i"],
-                            work / "MCflat_i.fits", bias=bias)
     recs = [r for r in truth.frames if r["kind"] == "science" and r["band"] == "i"][::3]
-    res = []
-    for rec in recs:
-        rg = reduce_frame(raw(rec), work, bias=bias, flat=flat)
-        res.append((rec, rg, mosaic_file(rg, work)))
-    return truth, res
+    return truth, reduce_and_mosaic(out, truth, tmp_path_factory.mktemp("mosaic"), recs)
 
 
 def _centroid(img, x, y, sigma, iters=20):

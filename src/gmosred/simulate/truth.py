@@ -190,6 +190,13 @@ def load_truth(outdir) -> Truth:
                  Table.read(root / "ps1.ecsv"), nebula, nebula_wcs, det)
 
 
+def mosaic_true_wcs(truth: Truth, rec: dict, header):
+    """The true WCS of a frame's mosaic, whose SCI ``header`` has the mosaic's CRPIX (kept by any fit): CCD2's
+    true WCS moved to CCD2's place in the mosaic, the mosaic's CRPIX less CCD2's own (its centre)."""
+    cx, cy = truth.layout.ccd2_center()
+    return true_wcs(truth, rec, (header["CRPIX1"] - cx - 1.0, header["CRPIX2"] - cy - 1.0))
+
+
 def wcs_errors(truth: Truth, rec: dict, product) -> tuple[float, float, int]:
     """A measured frame's astrometry against the truth: rms (mas) of its bright clean stars' positions through the
     product's fitted WCS and through the true WCS (the centroiding floor), both at the same measured centroids
@@ -206,7 +213,7 @@ def wcs_errors(truth: Truth, rec: dict, product) -> tuple[float, float, int]:
         warnings.simplefilter("ignore")
         fitted = WCS(h["SCI"].header)
         obj, ref = h["OBJCAT"].data, h["REFCAT"].data
-        crpix = (h["SCI"].header["CRPIX1"], h["SCI"].header["CRPIX2"])  # the mosaic's, kept by the fit
+        true = mosaic_true_wcs(truth, rec, h["SCI"].header)
     by_number = {int(n): k for k, n in enumerate(obj["NUMBER"])}
     rows = np.array([by_number[int(n)] for n in ref["OBJCAT_NUMBER"]], int)
     tra, tdec = model.positions_at(truth.stars, model.julian_epoch(rec["start"]))
@@ -216,9 +223,6 @@ def wcs_errors(truth: Truth, rec: dict, product) -> tuple[float, float, int]:
     bright = clean & (np.asarray(obj["SNR"])[rows] > 100) & (d * 3.6e6 < 100)
     x, y = np.asarray(obj["X_IMAGE"])[rows][bright], np.asarray(obj["Y_IMAGE"])[rows][bright]
     tr_ra, tr_dec = tra[k[bright]], tdec[k[bright]]
-    # CCD2's place in the mosaic: the mosaic's CRPIX less CCD2's own (its centre)
-    cx, cy = truth.layout.ccd2_center()
-    true = true_wcs(truth, rec, (crpix[0] - cx - 1.0, crpix[1] - cy - 1.0))
 
     def rms(w):
         r, dd = w.all_pix2world(x, y, 1)
