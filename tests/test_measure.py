@@ -146,6 +146,47 @@ def test_detection_finds_the_stars_with_their_seeing_and_positions(mosaicked):
     assert 0.5 < robust < 2.0
 
 
+@pytest.mark.e2e
+def test_detection_on_the_nebula_finds_the_stars_and_measures_their_flux(mosaicked):
+    """On an Ha frame dominated by the nebula: isolated stars above 10 sigma found (0.82 at 4x4, 0.92 on a 2x2
+    frame; the aim, 95%, is open: stars on bright filaments are lost to their segments), and their PSF fluxes
+    against a local plane of sky within 5% of the truth (median: 1.04 at 4x4, where the nebula's structure is on
+    the scale of the 2-pixel stars and the plane cannot follow it; 1.01 on a 2x2 frame) with less than half the
+    scatter of aperture fluxes against an annulus median (0.09 against 0.36 at 4x4; 0.03 against 0.49 at 2x2)."""
+    from scipy.spatial import cKDTree
+
+    from gmosred.frame.model import read_processed
+    from gmosred.measure.sources import detect
+
+    truth, res = mosaicked
+    rec, path = res["Ha"]
+    plane = read_processed(path).planes[0]
+    cat, info = detect(plane.sci, plane.var, plane.dq, truth.layout.pixel_scale)
+    xm, ym, snr, inside, iso, fw = _truth_in_mosaic(truth, rec, plane)
+    ox, oy = np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1
+    d, k = cKDTree(np.c_[ox, oy]).query(np.c_[xm, ym])
+    found = d < max(1.0, 0.5 * fw)
+    want = inside & iso & (snr > 10)
+    assert want.sum() > 100
+    assert found[want].mean() >= 0.80
+    flux = truthmod.star_electrons(truthmod.model.gmos_magnitudes(truth.stars, rec["band"]), rec["band"],
+                                   rec["airmass"], rec["exptime"])
+    bright = want & found & (snr > 30) & ((np.asarray(cat["FLAGS"])[k] & 0x2F) == 0)
+    ratio = np.asarray(cat["FLUX_PSF"])[k[bright]] / flux[bright]
+    assert bright.sum() > 30
+    assert abs(np.median(ratio) - 1) < 0.05
+    # against the aperture's fluxes (sky from the annulus median), scaled by the true PSF's light in the aperture
+    alpha = truthmod.model.moffat_alpha(fw)
+    inside_aperture = 1 - (1 + (cat.meta["APERRAD"] / alpha) ** 2) ** (1 - truthmod.model.MOFFAT_BETA)
+    aperture = np.asarray(cat["FLUX_APER"])[k[bright]] / (flux[bright] * inside_aperture)
+
+    def scatter(r):
+        return 1.4826 * np.median(np.abs(r - np.median(r)))
+
+    assert scatter(ratio) < 0.5 * scatter(aperture), (scatter(ratio), scatter(aperture))
+    assert scatter(ratio) < 0.12
+
+
 # ------------------------------------------------------------------ the measure step in the pipeline
 @pytest.fixture(scope="module")
 def measured(small_run, tmp_path_factory):
@@ -238,21 +279,30 @@ def _zero_point_errors(measured, bands):
 
 @pytest.mark.e2e
 def test_zero_points_and_colour_terms_on_star_fields(measured):
-    """Frames whose sky is stars (HaC, i): zero points and colour terms against the truth. HaC meets the
-    narrow-band aim (0.03 mag; found within 0.008); i at 4x4 is within 0.01 on two frames of three and 0.027 on
-    the third, whose colour term is off by as much (a frame's zero point and colour term are correlated: a
-    colour term fitted over the night is still to come), so the test holds i to 0.03."""
+    """Frames whose sky is stars (HaC, i): zero points and colour terms against the truth, within the narrow-band
+    aim (0.03 mag) for both at 4x4: found within 0.021 (HaC) and 0.029 (i; 0.006 on full-size 2x2 frames, where
+    the stars are sampled), colour terms within 0.019."""
     for name, band, dzp, dct in _zero_point_errors(measured, ("HaC", "i")):
         assert abs(dzp) < 0.03, (name, band, dzp)
         assert abs(dct) < 0.03, (name, band, dct)
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="issue 15, open: on the nebula (r sees Ha and [SII]; Ha) the aperture "
-                   "photometry against an annulus is off by 0.02-0.7 mag at 4x4")
-def test_zero_points_on_nebular_frames_meet_the_aim(measured):
+def test_zero_points_on_nebular_frames(measured):
+    """On the nebula, PSF photometry against a local plane of sky holds: Ha within the narrow-band aim (0.03 mag;
+    found within 0.020 at 4x4, where aperture photometry against an annulus was off by 0.4-1.4 mag), and r, which
+    sees the nebula's lines, within 0.03 (found 0.014-0.023)."""
     for name, band, dzp, dct in _zero_point_errors(measured, ("r", "Ha")):
-        assert abs(dzp) < (0.01 if band == "r" else 0.03), (name, band, dzp)
+        assert abs(dzp) < 0.03, (name, band, dzp)
+
+
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason="issue 15, open: r on the nebula reads 0.014-0.023 mag faint at 4x4 (0.012 "
+                   "at 2x2): with no star on flat sky, no aperture correction is measured and the Moffat model's "
+                   "total stands for the mosaic's interpolated, undersampled stars")
+def test_broad_band_zero_points_on_nebular_frames_meet_the_aim(measured):
+    for name, band, dzp, dct in _zero_point_errors(measured, ("r",)):
+        assert abs(dzp) < 0.01, (name, band, dzp)
 
 
 def _solve(truth, rec, path, catalog):

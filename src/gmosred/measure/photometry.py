@@ -46,17 +46,26 @@ class PhotometryParams:
     colour_term: bool = param(True, "fit a colour term (else PHOTCT = 0)")
 
 
+#: Roughest sky (annulus rms over photon noise) on which a star measures the aperture correction.
+FLAT_SKY = 1.08
+#: Fewest stars on flat sky that measure an aperture correction.
+MIN_FLAT_STARS = 5
+
+
 def aperture_correction(sources, rows, fwhm_px: float | None = None) -> tuple[float, float]:
-    """(correction, its error): the median ratio of the large aperture's flux to the aperture's over the brightest
-    clean, isolated stars among ``rows`` (those matched to a catalogue): isolated means no other source within the
-    large aperture brighter than half a percent of the star, whose light the large aperture would add."""
+    """(correction, its error): the median ratio of the large aperture's flux to the PSF fit's over the brightest
+    clean, isolated stars among ``rows`` (those matched to a catalogue) on flat sky. Isolated: no other source
+    within the large aperture brighter than half a percent of the star, whose light the large aperture would add.
+    Flat: the annulus no rougher than :data:`FLAT_SKY` times its photon noise (on a nebula the large aperture holds
+    the nebula's structure, which no sky estimate removes). With fewer than :data:`MIN_FLAT_STARS` there,
+    (1, NaN): the PSF model's own total stands."""
     from scipy.spatial import cKDTree
 
     from .sources import BIG_APERTURE
 
     flags = np.asarray(sources["FLAGS"])
     snr = np.asarray(sources["SNR"], float)
-    flux = np.asarray(sources["FLUX_APER"], float)
+    flux = np.asarray(sources["FLUX_PSF"], float)
     x, y = np.asarray(sources["X_IMAGE"], float), np.asarray(sources["Y_IMAGE"], float)
     fw = fwhm_px if fwhm_px else float(np.nanmedian(np.asarray(sources["FWHM_IMAGE"], float)))
     tree = cKDTree(np.column_stack([x, y]))
@@ -67,11 +76,16 @@ def aperture_correction(sources, rows, fwhm_px: float | None = None) -> tuple[fl
         near = tree.query_ball_point([x[i], y[i]], (BIG_APERTURE + 0.5) * fw)
         if all(j == i or flux[j] < 0.005 * flux[i] for j in near):
             isolated.append(i)
-        if len(isolated) == 30:
+        if len(isolated) == 100:
             break
     if len(isolated) < 3:
         raise GmosredError(f"{len(isolated)} bright isolated stars: too few for an aperture correction")
-    r = np.asarray(sources["FLUX_BIG"], float)[isolated] / flux[isolated]
+    isolated = np.asarray(isolated)
+    flatness = np.asarray(sources["SKY_FLATNESS"], float)[isolated]
+    flat = isolated[flatness < FLAT_SKY][:30]
+    if len(flat) < MIN_FLAT_STARS:
+        return 1.0, float("nan")
+    r = np.asarray(sources["FLUX_BIG"], float)[flat] / flux[flat]
     med = float(np.median(r))
     return med, float(1.2533 * 1.4826 * np.median(np.abs(r - med)) / np.sqrt(len(r)))
 
@@ -142,8 +156,8 @@ def zero_point(sources, catalog, src_index, ref_index, band: str, exptime: float
     snr = np.asarray(sources["SNR"], float)[src_index]
     ok = ((flags & UNCLEAN) == 0) & (snr >= params.min_snr)
     s_i, r_i = np.asarray(src_index)[ok], np.asarray(ref_index)[ok]
-    flux = np.asarray(sources["FLUX_APER"], float)[s_i] * aperture_correction
-    ferr = np.asarray(sources["FLUXERR_APER"], float)[s_i] * aperture_correction
+    flux = np.asarray(sources["FLUX_PSF"], float)[s_i] * aperture_correction
+    ferr = np.asarray(sources["FLUXERR_PSF"], float)[s_i] * aperture_correction
     mag = np.asarray(catalog[ref_band], float)[r_i]
     merr = _err(catalog, ref_band)[r_i]
     colour = np.asarray(catalog[b1], float)[r_i] - np.asarray(catalog[b2], float)[r_i]

@@ -8,10 +8,12 @@ by its noise from the VAR plane: the detection image is a signal-to-noise map, t
 brighter sources, then, with their footprints (dilated by the seeing) and every DQ-flagged pixel masked, a
 normalised Gaussian average two FWHM wide that follows the nebula's filaments without the stars' wings.
 
-Per source: windowed centroid (``sep.winpos``) and its error, flux in a circular aperture scaled to the
-seeing and in a Kron ellipse, FWHM (from the area above half the peak), ellipticity, compactness (peak
-against a point source of its flux) and flags (:data:`FLAGS`). Which detections are stars is decided where
-the catalogue tells (:func:`classify`, from the sources matched to reference stars), not by a fixed rule.
+Per source: position and its error from a fit of the frame's PSF with a plane of local sky (:mod:`.psf`; a
+PSF per CCD of a mosaic; the windowed centroid of ``sep.winpos`` where the fit does not converge), the PSF flux
+from the same fit (the photometry that holds on a nebula), SPREAD_MODEL, flux in a circular aperture scaled to the
+seeing (sky from an annulus) and in a Kron ellipse, FWHM (from the area above half the peak), ellipticity and
+flags (:data:`FLAGS`). Which detections are stars is decided where the catalogue tells (:func:`classify`, from
+the sources matched to reference stars), not by a fixed rule.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..frame import dq as dqbits
 from ..params import checked, param
+from . import psf
 
 #: Source flags (OBJCAT's FLAGS column, bit values).
 BLENDED, SATURATED, DQ_TOUCHED, EDGE, EXTENDED, TRUNCATED, SHARP = 1, 2, 4, 8, 16, 32, 64
@@ -33,6 +36,10 @@ BIG_APERTURE = 4.0
 ANNULUS = (4.5, 6.5)
 #: The first pass's nominal seeing (arcsec), before the frame's own is measured.
 NOMINAL_SEEING = 0.8
+#: Fewest stars a PSF is fitted to.
+MIN_PSF_STARS = 8
+#: Moffat beta where too few stars fix it (typical of seeing-limited images).
+DEFAULT_BETA = 3.5
 
 
 @checked
@@ -42,8 +49,11 @@ class DetectParams:
     threshold: float = param(5.0, "detection threshold: signal-to-noise of the seeing-matched filter", low=1.0)
     minarea: int = param(3, "minimum pixels above the threshold in the filtered image", low=1)
     background: float = param(2.0, "width of the background average, in FWHM (with the sources masked)", low=0.5)
-    deblend_cont: float = param(0.005, "deblending contrast (1 = no deblending)", low=0.0, high=1.0)
+    deblend_cont: float = param(0.0001, "deblending contrast (1 = no deblending)", low=0.0, high=1.0)
     aperture: float = param(1.5, "radius of the circular aperture, in FWHM", low=0.3, high=10.0)
+    psf_radius: float = param(1.5, "radius of the PSF fit (with a plane of local background), in FWHM", low=0.7,
+                              high=5.0)
+    psf_stars: int = param(40, "bright isolated stars the PSF is fitted to", low=5)
 
 
 def _native(a: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -96,12 +106,13 @@ def smooth_background(data: np.ndarray, use: np.ndarray, width: float, fill: np.
 
 
 def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel_scale: float,
-           params: DetectParams = DetectParams(), fwhm: float | None = None):
+           params: DetectParams = DetectParams(), fwhm: float | None = None, tiles: np.ndarray | None = None):
     """Sources of one plane (SCI in electrons, VAR, DQ). Returns (table, info): an astropy Table of the sources
     (FITS 1-based pixel positions, SExtractor's column names) and {background, noise, fwhm_px, ...}.
 
     ``fwhm``: the frame's seeing in pixels where it is known (from the stars matched to a catalogue); without
-    it, the narrowest well-populated mode of the first pass's widths."""
+    it, the narrowest well-populated mode of the first pass's widths. ``tiles``: per column of the plane, the
+    CCD it came from (a mosaic), for a PSF per CCD."""
     import sep
     from astropy.table import Table
     from scipy import ndimage
@@ -140,10 +151,12 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     back = smooth_background(data, ~(mask | footprint), params.background * fwhm, bkg.back())
     sub = data - back
     sub[mask] = 0.0
-    objs = sep.extract(detection_image(sub, variance, fwhm), params.threshold, err=1.0, mask=mask,
-                       minarea=params.minarea, filter_kernel=None, deblend_cont=params.deblend_cont)
+    snr_map = detection_image(sub, variance, fwhm)
+    objs, seg = sep.extract(snr_map, params.threshold, err=1.0, mask=mask,
+                            minarea=params.minarea, filter_kernel=None, deblend_cont=params.deblend_cont,
+                            segmentation_map=True)
     info = {"background": float(np.median(back[~mask][::7])), "noise": float(np.sqrt(typical_var)),
-            "fwhm_px": float(fwhm), "n_detected": int(len(objs))}
+            "fwhm_px": float(fwhm), "n_detected": int(len(objs)), "psf": None}
     if len(objs) == 0:
         return Table(names=_COLUMNS, dtype=[float] * len(_COLUMNS)), info
     x, y = objs["x"], objs["y"]
@@ -155,10 +168,33 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
         wx, wy, _ = sep.winpos(sub, x[win], y[win], np.full(len(win), sig), mask=mask)
         ok = np.isfinite(wx) & np.isfinite(wy) & (np.hypot(wx - x[win], wy - y[win]) <= 0.5 * fwhm)
         xw[win[ok]], yw[win[ok]] = wx[ok], wy[ok]
+    # the PSF from the bright isolated stars; its FWHM, sharper than the first estimate, sizes the apertures
+    usable = ~(mask | sat)
+    blended = (objs["flag"] & sep.OBJ_MERGED) != 0
+    everywhere = np.ones(len(x), bool)
+    model = _frame_psf(sub, variance, usable, xw, yw, objs["peak"], blended, everywhere, fwhm, params.psf_stars)
+    if model is not None:
+        fwhm, sig = model.fwhm, model.fwhm / 2.3548
+        info["fwhm_px"], info["psf"] = float(fwhm), model
+    # the PSF fit, per tile where each has stars enough (a mosaic's CCDs differ: their interpolation broadens the
+    # stars of some): positions (where it converges: all but the faintest), fluxes against a local plane of sky
+    tile = np.zeros(len(x), int) if tiles is None else np.asarray(tiles)[np.clip(np.rint(xw).astype(int), 0,
+                                                                                   data.shape[1] - 1)]
+    fitted = {}
+    for t in np.unique(tile):
+        here = tile == t
+        local_model = (_frame_psf(sub, variance, usable, xw, yw, objs["peak"], blended, here, fwhm, params.psf_stars)
+                       if tiles is not None else None) or model or psf.Moffat(fwhm, DEFAULT_BETA)
+        part = psf.photometry(data, variance, usable, xw[here], yw[here], local_model, params.psf_radius * fwhm,
+                              exclude=(seg, np.flatnonzero(here) + 1))
+        for key, val in part.items():
+            fitted.setdefault(key, np.full(len(x), np.nan))[here] = val
+    moved = np.isfinite(fitted["X_PSF"])
+    xw, yw = np.where(moved, fitted["X_PSF"], xw), np.where(moved, fitted["Y_PSF"], yw)
     radius = params.aperture * fwhm
     # photometry against each source's local sky: the median of an annulus, robust to neighbours and to the
     # stars' own wings, following the nebula's gradients (DAOPHOT's way)
-    local, local_err = _annulus_median(data, mask, xw, yw, ANNULUS[0] * fwhm, ANNULUS[1] * fwhm)
+    local, local_err, flatness = _annulus_median(data, variance, mask, xw, yw, ANNULUS[0] * fwhm, ANNULUS[1] * fwhm)
     flux, ferr, aflag = sep.sum_circle(data, xw, yw, radius, var=variance, mask=mask, subpix=5)
     big, big_err, _ = sep.sum_circle(data, xw, yw, BIG_APERTURE * fwhm, var=variance, mask=mask, subpix=5)
     # the apertures' unmasked areas: pi r^2, but where a masked pixel or the edge is near
@@ -178,10 +214,13 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     kr = np.where(np.isfinite(kr) & (kr > 0), kr, 2.5)
     kscale = np.minimum(np.maximum(2.5 * kr, radius / np.sqrt(a * b)), 50.0)
     kflux, kerr, kf = sep.sum_ellipse(sub, x, y, a, b, theta, kscale, var=variance, mask=mask, subpix=1)
-    snr = np.where(ferr > 0, flux / np.where(ferr > 0, ferr, 1), 0.0)
-    perr = sig / np.maximum(snr, 1e-3) * np.sqrt(2.0)  # per axis, a windowed centroid
+    fitted_ok = np.isfinite(fitted["FLUX_PSF"]) & (fitted["FLUXERR_PSF"] > 0)
+    snr_aper = np.where(ferr > 0, flux / np.where(ferr > 0, ferr, 1), 0.0)
+    snr = np.where(fitted_ok, fitted["FLUX_PSF"] / np.where(fitted_ok, fitted["FLUXERR_PSF"], 1.0), snr_aper)
+    # per axis: the PSF fit's, or a windowed centroid's
+    perr = np.where(moved, np.hypot(fitted["XERR_PSF"], fitted["YERR_PSF"]) / np.sqrt(2.0),
+                    sig / np.maximum(snr, 1e-3) * np.sqrt(2.0))
     peak, width = _stamp_shape(sub, xw, yw, fwhm)
-    compact = peak * 2 * np.pi * sig * sig / np.maximum(flux, 1e-9)
     sharp = _sharpness(sub, xw, yw)
     flags = np.zeros(len(x), np.int32)
     flags |= np.where(objs["flag"] & sep.OBJ_MERGED, BLENDED, 0)
@@ -196,24 +235,26 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     t["FLUX_APER"], t["FLUXERR_APER"] = flux, ferr
     t["FLUX_BIG"], t["FLUXERR_BIG"] = big, big_err  # aperture of BIG_APERTURE FWHM: the aperture correction
     t["FLUX_AUTO"], t["FLUXERR_AUTO"] = kflux, kerr
+    for key in ("FLUX_PSF", "FLUXERR_PSF", "BACKGROUND_PSF", "CHI2_PSF", "SPREAD_MODEL", "SPREADERR_MODEL"):
+        t[key] = fitted[key]
     t["FLUX_MAX"] = peak
     t["BACKGROUND"] = local
+    t["SKY_FLATNESS"] = flatness
     t["FWHM_IMAGE"] = width
     t["ELLIPTICITY"] = 1.0 - b / a
     t["THETA_IMAGE"] = np.degrees(theta)
     t["SNR"] = snr
     t["DETECT_SNR"] = objs["peak"]  # the point-source filter's peak signal-to-noise
     t["SHARPNESS"] = sharp
-    t["COMPACTNESS"] = compact
     t["FLAGS"] = flags
     t.meta["APERRAD"] = float(radius)
     return t, info
 
 
 _COLUMNS = ("NUMBER", "X_IMAGE", "Y_IMAGE", "X_ERR", "Y_ERR", "FLUX_APER", "FLUXERR_APER", "FLUX_BIG", "FLUXERR_BIG",
-            "FLUX_AUTO", "FLUXERR_AUTO",
-            "FLUX_MAX", "BACKGROUND", "FWHM_IMAGE", "ELLIPTICITY", "THETA_IMAGE", "SNR", "DETECT_SNR", "SHARPNESS",
-            "COMPACTNESS", "FLAGS")
+            "FLUX_AUTO", "FLUXERR_AUTO", "FLUX_PSF", "FLUXERR_PSF", "BACKGROUND_PSF", "CHI2_PSF", "SPREAD_MODEL",
+            "SPREADERR_MODEL", "FLUX_MAX", "BACKGROUND", "SKY_FLATNESS", "FWHM_IMAGE", "ELLIPTICITY", "THETA_IMAGE",
+            "SNR", "DETECT_SNR", "SHARPNESS", "FLAGS")
 
 
 def _stamp_shape(sub: np.ndarray, x, y, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -247,6 +288,23 @@ def _sharpness(sub: np.ndarray, x, y) -> np.ndarray:
     return sub[iy, ix] / np.maximum(ring, 1e-3 * np.abs(sub[iy, ix]) + 1e-12)
 
 
+def _frame_psf(sub, variance, usable, x, y, peak, blended, within, fwhm: float, n_stars: int):
+    """The Moffat PSF of the sources ``within`` from the brightest that are single (not deblended), not sharp,
+    clear of flagged pixels and of any other detection within 4 FWHM; None with fewer than :data:`MIN_PSF_STARS`."""
+    from scipy.spatial import cKDTree
+
+    if len(x) < 5:
+        return None
+    near = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)[0][:, 1]
+    cand = within & (near > 4.0 * fwhm) & ~blended & (_sharpness(sub, x, y) < SHARP_RATIO)
+    cand &= ~_any_in_box(~usable, x, y, 2.5 * fwhm)
+    idx = np.flatnonzero(cand)
+    idx = idx[np.argsort(-peak[idx])][:n_stars]
+    if len(idx) < MIN_PSF_STARS:
+        return None
+    return psf.fit_psf(sub, variance, usable, x[idx], y[idx], fwhm)[0]
+
+
 def _seeing(sub: np.ndarray, objs, nominal: float) -> float:
     """The seeing FWHM (pixels) from the first pass: the widths of the sources the point-source filter answers
     to most (highest peak signal-to-noise), cosmic rays (:func:`_sharpness`) left out; their densest mode."""
@@ -271,24 +329,41 @@ SHARP_RATIO = 4.0
 
 
 def classify(table, stars: np.ndarray) -> float:
-    """Flag EXTENDED and SHARP detections against the compactness of the known stars (``stars``: a boolean
-    selection of the table, e.g. the sources matched to a reference catalogue); returns the stars' locus."""
-    comp = np.asarray(table["COMPACTNESS"], float)
+    """Flag EXTENDED and SHARP detections by their SPREAD_MODEL against the known stars' (``stars``: a boolean
+    selection of the table, e.g. the sources matched to a reference catalogue): beyond 3 sigma of the stars' locus,
+    sigma being the source's error scaled to the stars' scatter about it, with a floor for the PSF's own
+    variation over the field. Returns the locus."""
+    spread = np.asarray(table["SPREAD_MODEL"], float)
+    err = np.asarray(table["SPREADERR_MODEL"], float)
     snr = np.asarray(table["SNR"], float)
-    good = stars & (snr > 20) & ((np.asarray(table["FLAGS"]) & (SATURATED | BLENDED)) == 0)
+    flags = np.asarray(table["FLAGS"])
+    good = stars & (snr > 20) & ((flags & (SATURATED | BLENDED)) == 0) & np.isfinite(spread) & (err > 0)
     if good.sum() < 5:
         return float("nan")
-    locus = float(np.median(comp[good]))
-    spread = float(1.4826 * np.median(np.abs(comp[good] - locus))) / locus
-    tol = np.hypot(max(spread, 0.05) * 3.0, 2.0 / np.maximum(snr, 1.0))
-    flags = np.asarray(table["FLAGS"])
-    flags = flags | np.where(comp < locus * (1 - tol), EXTENDED, 0) | np.where(comp > locus * (1 + 2 * tol), SHARP, 0)
-    table["FLAGS"] = np.where(stars, np.asarray(table["FLAGS"]), flags).astype(np.int32)
+    locus = float(np.median(spread[good]))
+    bright = good & (snr > 100)
+    floor = max(float(1.4826 * np.median(np.abs(spread[bright] - locus))) if bright.sum() >= 5 else 0.0, SPREAD_FLOOR)
+    z = (spread[good] - locus) / np.hypot(err[good], floor)
+    scale = max(float(1.4826 * np.median(np.abs(z))), 0.1)
+    with np.errstate(invalid="ignore"):
+        zall = (spread - locus) / (scale * np.hypot(err, floor))
+    extended = np.isfinite(zall) & (zall > CLASSIFY_SIGMA)
+    sharp = np.isfinite(zall) & (zall < -CLASSIFY_SIGMA)
+    new = flags | np.where(extended, EXTENDED, 0) | np.where(sharp, SHARP, 0)
+    table["FLAGS"] = np.where(stars, flags, new).astype(np.int32)
     return locus
 
 
-def _annulus_median(data, mask, x, y, r_in: float, r_out: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per source: the median of the unmasked pixels in an annulus, and its error (sqrt(pi/2) sigma / sqrt(n))."""
+#: SPREAD_MODEL scatter of bright stars below which it is not trusted (the PSF varies a little over a field).
+SPREAD_FLOOR = 0.001
+#: How far (in the stars' own scatter) from the stars' locus a detection is called extended or sharp.
+CLASSIFY_SIGMA = 3.0
+
+
+def _annulus_median(data, var, mask, x, y, r_in: float, r_out: float):
+    """Per source, over the unmasked pixels of an annulus: the median, its error (sqrt(pi/2) sigma / sqrt(n)) and
+    the flatness of the sky there (the pixels' robust rms over their photon noise: 1 on a flat sky, more on a
+    nebula's structure)."""
     ny, nx = data.shape
     r = int(np.ceil(r_out))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
@@ -296,19 +371,20 @@ def _annulus_median(data, mask, x, y, r_in: float, r_out: float) -> tuple[np.nda
     ring = (rr >= r_in) & (rr <= r_out)
     dy, dx = yy[ring], xx[ring]
     ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
-    med = np.empty(len(x))
-    err = np.empty(len(x))
+    med, err, flat = (np.empty(len(x)) for _ in range(3))
     for start in range(0, len(x), 500):
         sl = slice(start, start + 500)
         py, px = iy[sl, None] + dy[None], ix[sl, None] + dx[None]
         inside = (py >= 0) & (py < ny) & (px >= 0) & (px < nx)
         py, px = np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)
-        vals = np.where(inside & ~mask[py, px], data[py, px], np.nan)
+        use = inside & ~mask[py, px]
+        vals = np.where(use, data[py, px], np.nan)
         med[sl] = np.nanmedian(vals, axis=1)
-        mad = np.nanmedian(np.abs(vals - med[sl, None]), axis=1)
-        n = np.maximum(np.isfinite(vals).sum(axis=1), 1)
-        err[sl] = 1.2533 * 1.4826 * mad / np.sqrt(n)
-    return np.nan_to_num(med), np.nan_to_num(err, nan=0.0)
+        rms = 1.4826 * np.nanmedian(np.abs(vals - med[sl, None]), axis=1)
+        n = np.maximum(use.sum(axis=1), 1)
+        err[sl] = 1.2533 * rms / np.sqrt(n)
+        flat[sl] = rms / np.sqrt(np.maximum(np.nanmedian(np.where(use, var[py, px], np.nan), axis=1), 1e-12))
+    return np.nan_to_num(med), np.nan_to_num(err, nan=0.0), flat
 
 
 def _any_in_box(m: np.ndarray, x, y, radius: float) -> np.ndarray:

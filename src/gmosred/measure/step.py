@@ -70,7 +70,9 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
     exptime = float(phu.get("EXPTIME", 0.0))
     band = filter_name(phu)
     det, apar, ppar = params["detect"], params["astrometry"], params["photometry"]
-    cat, info = sources.detect(plane.sci, plane.var, plane.dq, scale, det)
+    ccd_of = _ccd_of(phu, plane)
+    tiles = None if ccd_of is None else np.array([ccd_of(x) for x in range(1, plane.sci.shape[1] + 1)])
+    cat, info = sources.detect(plane.sci, plane.var, plane.dq, scale, det, tiles=tiles)
     summary = {"n_sources": len(cat), "fwhm_arcsec": info["fwhm_px"] * scale, "background": info["background"],
                "noise": info["noise"], "epoch": epoch}
     wcs, sol, why_wcs, astro_ref = header_wcs, None, "", None
@@ -101,7 +103,7 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
         try:
             apc, apc_err = photometry.aperture_correction(cat, sol.src_index, info["fwhm_px"])
             si, ri = photometry.match_sky(ra, dec, phot_cat["ra"], phot_cat["dec"], ppar.match_radius)
-            zp = photometry.zero_point(cat, phot_cat, si, ri, band, exptime, apc, ppar, ccd_of=_ccd_of(phu, plane))
+            zp = photometry.zero_point(cat, phot_cat, si, ri, band, exptime, apc, ppar, ccd_of=ccd_of)
             summary.update(zp=zp.zp, zp_err=zp.zp_err, colour_term=zp.colour_term, zp_stars=zp.n_used,
                            aperture_correction=apc, ccd_offsets=zp.ccd_offsets)
         except GmosredError as e:
@@ -109,11 +111,13 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
     if zp is None:
         log.warning(f"{name}: no zero point: {why_zp}")
     else:
-        flux = np.asarray(cat["FLUX_APER"], float) * apc
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cat["MAG_APER"] = np.where(flux > 0, zp.zp - 2.5 * np.log10(flux / exptime), np.nan)
-            cat["MAGERR_APER"] = np.where(flux > 0, 1.0857 * np.asarray(cat["FLUXERR_APER"], float) * apc / flux,
-                                          np.nan)
+        # calibrated magnitudes: the PSF fit's (point sources) and the Kron ellipse's (extended sources)
+        for kind, corr in (("PSF", apc), ("AUTO", 1.0)):
+            flux = np.asarray(cat[f"FLUX_{kind}"], float) * corr
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cat[f"MAG_{kind}"] = np.where(flux > 0, zp.zp - 2.5 * np.log10(flux / exptime), np.nan)
+                cat[f"MAGERR_{kind}"] = np.where(flux > 0, 1.0857 * np.asarray(cat[f"FLUXERR_{kind}"], float) * corr
+                                                 / flux, np.nan)
     # the product: headers, OBJCAT, REFCAT
     out_phu = phu.copy()
     hdr = plane.header.copy()
@@ -121,9 +125,12 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
     _stamp_wcs(hdr, sol, epoch, astro_cat, why_wcs)
     _stamp_photometry(hdr, zp, band, phot_cat, why_zp, phu)
     if zp is not None:
-        hdr["PHOTAPCR"] = (round(apc, 5), "aperture correction to 4 FWHM (flux ratio)")
-        hdr["PHOTAPER"] = (round(det.aperture * info["fwhm_px"], 3), "[pixel] radius of the photometric aperture")
+        hdr["PHOTAPCR"] = (round(apc, 5), "PSF flux correction to a 4 FWHM aperture (ratio)")
+        hdr["PHOTAPER"] = (round(det.aperture * info["fwhm_px"], 3), "[pixel] radius of FLUX_APER's aperture")
     hdr["FWHMPSF"] = (round(summary["fwhm_arcsec"], 3), "[arcsec] seeing FWHM of the frame's stars")
+    if info.get("psf") is not None:
+        hdr["PSFBETA"] = (round(info["psf"].beta, 3), "Moffat beta of the fitted PSF")
+        hdr["PSFELLIP"] = (round(info["psf"].ellipticity, 4), "ellipticity (1 - b/a) of the fitted PSF")
     hdr["SKYLEVEL"] = (round(info["background"], 2), "[electron] median background")
     hdr["SKYNOISE"] = (round(info["noise"], 3), "[electron] typical pixel noise")
     tables = dict(frame.tables)
@@ -206,7 +213,9 @@ def _catalog_name(cat, default: str) -> str:
 UNITS = {"X_IMAGE": "pix", "Y_IMAGE": "pix", "X_ERR": "pix", "Y_ERR": "pix", "FLUX_APER": "electron",
          "FLUXERR_APER": "electron", "FLUX_BIG": "electron", "FLUXERR_BIG": "electron", "FLUX_AUTO": "electron",
          "FLUXERR_AUTO": "electron", "FLUX_MAX": "electron", "BACKGROUND": "electron", "FWHM_IMAGE": "pix",
-         "THETA_IMAGE": "deg", "RA": "deg", "DEC": "deg", "MAG_APER": "mag", "MAGERR_APER": "mag", "RA_ERR": "mas",
+         "THETA_IMAGE": "deg", "RA": "deg", "DEC": "deg", "MAG_PSF": "mag", "MAGERR_PSF": "mag",
+         "MAG_AUTO": "mag", "MAGERR_AUTO": "mag", "FLUX_PSF": "electron", "FLUXERR_PSF": "electron",
+         "BACKGROUND_PSF": "electron", "RA_ERR": "mas",
          "DEC_ERR": "mas", "PMRA": "mas / yr", "PMDEC": "mas / yr", "G": "mag", "DRA_MAS": "mas", "DDEC_MAS": "mas",
          "MAG_R": "mag", "MAG_I": "mag"}
 

@@ -104,6 +104,7 @@ def frame_electrons(truth: Truth, rec: dict, ccd: int, extras: dict | None = Non
         light += rec["sky_e"]
         ext = 10 ** (-0.4 * model.EXTINCTION[band] * (rec["airmass"] - 1.0))
         neb = model.sample_map(model.nebula_rate(truth.nebula, band), truth.nebula_wcs, layout, ccd, wcs2)
+        neb = model.seeing_blur(neb, rec["fwhm_arcsec"] / layout.pixel_scale)
         light += neb * (layout.pixel_scale**2 * rec["exptime"] * ext)
         if rec["fringe_e"]:
             light += rec["fringe_e"] * det.fringe[c]
