@@ -9,9 +9,10 @@ Each source's flux is then the amplitude of that PSF fitted together with a plan
 ``radius`` FWHM about its centroid, weighted by the VAR plane, with DQ-flagged pixels and the pixels of other
 sources' segments left out. On a nebula this is what aperture photometry cannot do: the sky under a star is
 the plane through its immediate surroundings, not the median of an annulus several arcseconds away that lies on
-another filament. The same fit gives SExtractor's SPREAD_MODEL (Desai et al. 2012): the preference of the
-source for a slightly broader profile than the PSF; zero for a point source within its error, positive for an
-extended one (a nebular knot, a galaxy), negative for a cosmic ray.
+another filament. The same fit, with a second profile 1.25x broader than the PSF beside it, gives EXTENT: the share
+of the flux that prefers the broader profile, its coefficient over the PSF-only fit's flux (SExtractor's SPREAD_MODEL, Desai et al. 2012, asks the same question),
+with its error from that fit's covariance: zero for a point source within its error, positive for an extended one
+(a nebular knot, a galaxy), negative for a cosmic ray.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import numpy as np
 
 #: Sub-sampling of each pixel when the profile is integrated over it.
 SUBSAMPLE = 3
-#: The broader profile of SPREAD_MODEL: the PSF's FWHM times this.
-SPREAD_BROADENING = 1.25
+#: The broader profile of EXTENT: the PSF's FWHM times this.
+EXTENT_BROADENING = 1.25
 
 
 @dataclass(frozen=True)
@@ -47,18 +48,33 @@ class Moffat:
 
     def pixels(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """The profile of unit total flux integrated over the pixels at offsets (dx, dy) from its centre."""
+        return self._integrate(dx, dy, gradient=False)[0]
+
+    def pixels_and_gradient(self, dx: np.ndarray, dy: np.ndarray):
+        """(profile, its derivatives with respect to the centre's x and y) over the pixels at (dx, dy)."""
+        return self._integrate(dx, dy, gradient=True)
+
+    def _integrate(self, dx, dy, gradient: bool):
         e = np.hypot(self.e1, self.e2)
         s = 1.0 / np.sqrt(max(1.0 - e * e, 1e-6))
         cxx, cyy, cxy = s * (1.0 - self.e1), s * (1.0 + self.e1), -s * self.e2  # unit determinant
         a2 = self.alpha**2
         off = (np.arange(SUBSAMPLE) + 0.5) / SUBSAMPLE - 0.5
-        out = np.zeros(np.broadcast(dx, dy).shape)
+        shape = np.broadcast(dx, dy).shape
+        out, gx, gy = np.zeros(shape), (np.zeros(shape) if gradient else None), (np.zeros(shape) if gradient else None)
         for ox in off:
             u = dx + ox
             for oy in off:
                 v = dy + oy
-                out += (1.0 + (cxx * u * u + 2.0 * cxy * u * v + cyy * v * v) / a2) ** (-self.beta)
-        return out * ((self.beta - 1.0) / (np.pi * a2 * SUBSAMPLE * SUBSAMPLE))
+                t = 1.0 + (cxx * u * u + 2.0 * cxy * u * v + cyy * v * v) / a2
+                p = t ** (-self.beta)
+                out += p
+                if gradient:
+                    k = p * (2.0 * self.beta / a2) / t  # -d(p)/dq x 2: the centre moving by +1 lowers u by 1
+                    gx += k * (cxx * u + cxy * v)
+                    gy += k * (cxy * u + cyy * v)
+        norm = (self.beta - 1.0) / (np.pi * a2 * SUBSAMPLE * SUBSAMPLE)
+        return out * norm, (gx * norm if gradient else None), (gy * norm if gradient else None)
 
 
 @dataclass
@@ -100,59 +116,63 @@ def _design(st: Stamps, profile: np.ndarray) -> np.ndarray:
 
 def _solve(a: np.ndarray, w: np.ndarray, d: np.ndarray):
     """Weighted linear least squares per source: (coefficients (N, K), covariance (N, K, K), usable (N,))."""
-    n = np.einsum("npk,np,npl->nkl", a, w, a)
-    b = np.einsum("npk,np,np->nk", a, w, d)
+    awt = (a * w[..., None]).transpose(0, 2, 1)
+    n = awt @ a
+    b = (awt @ d[..., None])[..., 0]
     k = a.shape[2]
-    det = np.linalg.det(n / np.maximum(np.einsum("nkk->nk", n).prod(axis=1), 1e-300)[:, None, None] ** (1.0 / k))
+    diag = np.maximum(np.einsum("nkk->nk", n), 1e-300)
+    det = np.linalg.det(n / np.sqrt(diag[:, :, None] * diag[:, None, :]))  # of the correlation matrix
     ok = np.isfinite(det) & (det > 1e-10) & ((w > 0).sum(axis=1) > 2 * k)
     n[~ok] = np.eye(k)
     b[~ok] = 0.0
     cov = np.linalg.inv(n)
-    return np.einsum("nkl,nl->nk", cov, b), cov, ok
+    return (cov @ b[..., None])[..., 0], cov, ok
 
 
-def fit_psf(data, var, usable, x, y, fwhm: float) -> tuple[Moffat, float]:
-    """The Moffat PSF (FWHM, beta, ellipticity) of the stars at (x, y) (0-based; bright, isolated, unsaturated),
-    starting from ``fwhm``. Returns (PSF, reduced chi-square of its fit)."""
-    from scipy.optimize import minimize
+def fit_psf(data, var, usable, x, y, fwhm: float, start: Moffat | None = None) -> tuple[Moffat, float]:
+    """The Moffat PSF (FWHM, beta, ellipticity) of the stars near (x, y) (0-based; bright, isolated, unsaturated),
+    from ``start`` or a FWHM of ``fwhm``: the stars' positions refined by a fit of that first PSF, then the shape by
+    non-linear least squares with each star's amplitude and plane solved linearly inside. Returns (PSF, reduced chi-square of its fit)."""
+    from scipy.optimize import least_squares
 
-    st = Stamps.cut(data, var, usable, x, y, 2.5 * fwhm)
+    first = start or Moffat(fwhm, 3.5)
+    pos = photometry(data, var, usable, x, y, first, 1.5 * first.fwhm)
+    x = np.where(np.isfinite(pos["X_PSF"]), pos["X_PSF"], x)
+    y = np.where(np.isfinite(pos["Y_PSF"]), pos["Y_PSF"], y)
+    st = Stamps.cut(data, var, usable, x, y, 2.5 * first.fwhm)
+    sw = np.sqrt(st.weight)
 
-    def chi2(p):
-        fw, beta, e1, e2 = p
-        if not (0.5 < fw < 50 and 1.2 < beta < 20 and e1 * e1 + e2 * e2 < 0.5):
-            return 1e30
-        a = _design(st, Moffat(fw, beta, e1, e2).pixels(st.dx, st.dy))
+    def residuals(p):
+        a = _design(st, Moffat(*p).pixels(st.dx, st.dy))
         coef, _, ok = _solve(a, st.weight, st.data)
-        r = st.data - np.einsum("npk,nk->np", a, coef)
-        return float((r * r * st.weight)[ok].sum())
+        r = (st.data - (a @ coef[..., None])[..., 0]) * sw
+        return np.where(ok[:, None], r, 0.0).ravel()
 
-    best = min(((fwhm, b) for b in (2.5, 3.5, 5.0)), key=lambda p: chi2((*p, 0.0, 0.0)))
-    res = minimize(chi2, [best[0], best[1], 0.0, 0.0], method="Nelder-Mead",
-                   options={"xatol": 1e-3, "fatol": 1e-3 * max(1.0, chi2((*best, 0, 0)) * 1e-4), "maxiter": 600})
-    fw, beta, e1, e2 = res.x
+    if start is None:
+        x0 = min(([fwhm, b, 0.0, 0.0] for b in (2.5, 3.5, 5.0)), key=lambda p: float((residuals(p) ** 2).sum()))
+    else:
+        x0 = [start.fwhm, start.beta, start.e1, start.e2]
+    res = least_squares(residuals, x0, bounds=([0.5, 1.2, -0.6, -0.6], [50.0, 20.0, 0.6, 0.6]),
+                        x_scale=[0.1 * x0[0], 0.3, 0.02, 0.02], diff_step=1e-4, xtol=1e-5, ftol=1e-6)
     npix = max(int((st.weight > 0).sum()) - 4 * len(x) - 4, 1)
-    return Moffat(float(fw), float(beta), float(e1), float(e2)), float(res.fun / npix)
+    return Moffat(*map(float, res.x)), float(2.0 * res.cost / npix)
 
 
 def photometry(data, var, usable, x, y, psf: Moffat, radius: float, exclude=None,
-               iterations: int = 3) -> dict[str, np.ndarray]:
+               iterations: int = 4) -> dict[str, np.ndarray]:
     """PSF fits of the sources at (x, y) (0-based) with a plane of local background over a disk of ``radius``
     pixels: flux and, by ``iterations`` Gauss-Newton steps from (x, y), position. Returns X_PSF, Y_PSF and their
     errors (NaN where the position did not converge, or moved more than half a FWHM), FLUX_PSF, FLUXERR_PSF,
-    BACKGROUND_PSF (the plane at the centre), CHI2_PSF (reduced), SPREAD_MODEL and SPREADERR_MODEL."""
+    BACKGROUND_PSF (the plane at the centre), CHI2_PSF (reduced), EXTENT and EXTENT_ERR."""
     x0, y0 = np.asarray(x, float), np.asarray(y, float)
     st = Stamps.cut(data, var, usable, x0, y0, radius, exclude)
     ddx, ddy = st.dx.copy(), st.dy.copy()  # offsets from the first position
     sx, sy = np.zeros(len(x0)), np.zeros(len(x0))  # the shifts found
-    step = 0.05
     pos_cov = np.full((len(x0), 2, 2), np.nan)
     moving = np.ones(len(x0), bool)
     for _ in range(iterations):
         u, v = ddx - sx[:, None], ddy - sy[:, None]
-        phi = psf.pixels(u, v)
-        gx = (psf.pixels(u - step, v) - psf.pixels(u + step, v)) / (2 * step)  # d(phi)/d(x centre)
-        gy = (psf.pixels(u, v - step) - psf.pixels(u, v + step)) / (2 * step)
+        phi, gx, gy = psf.pixels_and_gradient(u, v)
         a = np.concatenate([_design(st, phi), gx[..., None], gy[..., None]], axis=2)
         coef, cov, ok = _solve(a, st.weight, st.data)
         amp = np.where(ok & (coef[:, 0] > 0), coef[:, 0], np.nan)
@@ -173,26 +193,24 @@ def photometry(data, var, usable, x, y, psf: Moffat, radius: float, exclude=None
 
 
 def _amplitude(st: Stamps, psf: Moffat) -> dict[str, np.ndarray]:
-    """The PSF's amplitude and plane at fixed positions, and SPREAD_MODEL."""
+    """The PSF's amplitude and plane at fixed positions, and EXTENT."""
     phi = psf.pixels(st.dx, st.dy)
     a = _design(st, phi)
     coef, cov, ok = _solve(a, st.weight, st.data)
-    resid = st.data - np.einsum("npk,nk->np", a, coef)
+    resid = st.data - (a @ coef[..., None])[..., 0]
     dof = np.maximum((st.weight > 0).sum(axis=1) - a.shape[2], 1)
-    # SPREAD_MODEL on the data less its fitted plane: G.W.d / phi.W.d - G.W.phi / phi.W.phi
-    g = psf.broadened(SPREAD_BROADENING).pixels(st.dx, st.dy)
-    d = st.data - np.einsum("npk,nk->np", a[:, :, 1:], coef[:, 1:])
-    w = st.weight
-    gd, pd = (g * w * d).sum(1), (phi * w * d).sum(1)
-    gp, pp, gg = (g * w * phi).sum(1), (phi * w * phi).sum(1), (g * w * g).sum(1)
+    # EXTENT: the share of the flux that prefers the broader profile, from a fit of both with the plane (its
+    # error from that fit's covariance, so that what the plane absorbs is not counted as signal)
+    g = psf.broadened(EXTENT_BROADENING).pixels(st.dx, st.dy)
+    c2, cov2, ok2 = _solve(np.concatenate([a, g[..., None]], axis=2), st.weight, st.data)
+    flux = coef[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        spread = gd / pd - gp / pp
-        ratio = gd / pd
-        spread_err = np.sqrt(np.maximum(gg - 2.0 * ratio * gp + ratio * ratio * pp, 0.0)) / np.abs(pd)
-    bad = ~ok | ~np.isfinite(spread)
+        extent = c2[:, 4] / flux  # linear in the broad profile's coefficient: its error is Gaussian
+        extent_err = np.sqrt(np.maximum(cov2[:, 4, 4], 0.0)) / flux
+    bad_extent = ~ok2 | ~(flux > 0) | ~np.isfinite(extent)
     out = {"FLUX_PSF": coef[:, 0], "FLUXERR_PSF": np.sqrt(np.maximum(cov[:, 0, 0], 0.0)),
-           "BACKGROUND_PSF": coef[:, 1], "CHI2_PSF": (resid * resid * w).sum(1) / dof,
-           "SPREAD_MODEL": spread, "SPREADERR_MODEL": spread_err}
-    for key, val in out.items():
-        out[key] = np.where(bad, np.nan, val)
+           "BACKGROUND_PSF": coef[:, 1], "CHI2_PSF": (resid * resid * st.weight).sum(1) / dof}
+    out = {key: np.where(ok, val, np.nan) for key, val in out.items()}
+    out["EXTENT"] = np.where(bad_extent, np.nan, extent)
+    out["EXTENT_ERR"] = np.where(bad_extent, np.nan, extent_err)
     return out

@@ -9,8 +9,8 @@ brighter sources, then, with their footprints (dilated by the seeing) and every 
 normalised Gaussian average two FWHM wide that follows the nebula's filaments without the stars' wings.
 
 Per source: position and its error from a fit of the frame's PSF with a plane of local sky (:mod:`.psf`; a
-PSF per CCD of a mosaic; the windowed centroid of ``sep.winpos`` where the fit does not converge), the PSF flux
-from the same fit (the photometry that holds on a nebula), SPREAD_MODEL, flux in a circular aperture scaled to the
+PSF per CCD of a mosaic, started from ``sep.winpos``' windowed centroids), the PSF flux
+from the same fit (the photometry that holds on a nebula), EXTENT, flux in a circular aperture scaled to the
 seeing (sky from an annulus) and in a Kron ellipse, FWHM (from the area above half the peak), ellipticity and
 flags (:data:`FLAGS`). Which detections are stars is decided where the catalogue tells (:func:`classify`, from
 the sources matched to reference stars), not by a fixed rule.
@@ -34,6 +34,8 @@ FLAGS = {BLENDED: "blended (deblended from a neighbour)", SATURATED: "saturated 
 BIG_APERTURE = 4.0
 #: Inner and outer radii (FWHM) of the annulus that measures each source's local sky.
 ANNULUS = (4.5, 6.5)
+#: Most annulus pixels a local sky is the median of.
+ANNULUS_PIXELS = 400
 #: The first pass's nominal seeing (arcsec), before the frame's own is measured.
 NOMINAL_SEEING = 0.8
 #: Fewest stars a PSF is fitted to.
@@ -161,7 +163,8 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
         return Table(names=_COLUMNS, dtype=[float] * len(_COLUMNS)), info
     x, y = objs["x"], objs["y"]
     sig = fwhm / 2.3548
-    # windowed centroids where they gain over the barycentre (all but the faintest detections)
+    # where the PSF fit starts: windowed centroids where they gain over the barycentre (all but the faintest; from
+    # the barycentre, undersampled stars on a nebula go astray)
     xw, yw = np.array(x, float), np.array(y, float)
     win = np.flatnonzero(objs["peak"] > 2.0 * params.threshold)
     if len(win):
@@ -170,9 +173,8 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
         xw[win[ok]], yw[win[ok]] = wx[ok], wy[ok]
     # the PSF from the bright isolated stars; its FWHM, sharper than the first estimate, sizes the apertures
     usable = ~(mask | sat)
-    blended = (objs["flag"] & sep.OBJ_MERGED) != 0
-    everywhere = np.ones(len(x), bool)
-    model = _frame_psf(sub, variance, usable, xw, yw, objs["peak"], blended, everywhere, fwhm, params.psf_stars)
+    stars = _psf_candidates(sub, usable, xw, yw, (objs["flag"] & sep.OBJ_MERGED) != 0, fwhm)
+    model = _frame_psf(sub, variance, usable, xw, yw, objs["peak"], stars, fwhm, params.psf_stars)
     if model is not None:
         fwhm, sig = model.fwhm, model.fwhm / 2.3548
         info["fwhm_px"], info["psf"] = float(fwhm), model
@@ -183,8 +185,8 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     fitted = {}
     for t in np.unique(tile):
         here = tile == t
-        local_model = (_frame_psf(sub, variance, usable, xw, yw, objs["peak"], blended, here, fwhm, params.psf_stars)
-                       if tiles is not None else None) or model or psf.Moffat(fwhm, DEFAULT_BETA)
+        local_model = (_frame_psf(sub, variance, usable, xw, yw, objs["peak"], stars & here, fwhm, params.psf_stars,
+                                  start=model) if tiles is not None else None) or model or psf.Moffat(fwhm, DEFAULT_BETA)
         part = psf.photometry(data, variance, usable, xw[here], yw[here], local_model, params.psf_radius * fwhm,
                               exclude=(seg, np.flatnonzero(here) + 1))
         for key, val in part.items():
@@ -235,7 +237,7 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     t["FLUX_APER"], t["FLUXERR_APER"] = flux, ferr
     t["FLUX_BIG"], t["FLUXERR_BIG"] = big, big_err  # aperture of BIG_APERTURE FWHM: the aperture correction
     t["FLUX_AUTO"], t["FLUXERR_AUTO"] = kflux, kerr
-    for key in ("FLUX_PSF", "FLUXERR_PSF", "BACKGROUND_PSF", "CHI2_PSF", "SPREAD_MODEL", "SPREADERR_MODEL"):
+    for key in ("FLUX_PSF", "FLUXERR_PSF", "BACKGROUND_PSF", "CHI2_PSF", "EXTENT", "EXTENT_ERR"):
         t[key] = fitted[key]
     t["FLUX_MAX"] = peak
     t["BACKGROUND"] = local
@@ -252,8 +254,8 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
 
 
 _COLUMNS = ("NUMBER", "X_IMAGE", "Y_IMAGE", "X_ERR", "Y_ERR", "FLUX_APER", "FLUXERR_APER", "FLUX_BIG", "FLUXERR_BIG",
-            "FLUX_AUTO", "FLUXERR_AUTO", "FLUX_PSF", "FLUXERR_PSF", "BACKGROUND_PSF", "CHI2_PSF", "SPREAD_MODEL",
-            "SPREADERR_MODEL", "FLUX_MAX", "BACKGROUND", "SKY_FLATNESS", "FWHM_IMAGE", "ELLIPTICITY", "THETA_IMAGE",
+            "FLUX_AUTO", "FLUXERR_AUTO", "FLUX_PSF", "FLUXERR_PSF", "BACKGROUND_PSF", "CHI2_PSF", "EXTENT",
+            "EXTENT_ERR", "FLUX_MAX", "BACKGROUND", "SKY_FLATNESS", "FWHM_IMAGE", "ELLIPTICITY", "THETA_IMAGE",
             "SNR", "DETECT_SNR", "SHARPNESS", "FLAGS")
 
 
@@ -288,21 +290,26 @@ def _sharpness(sub: np.ndarray, x, y) -> np.ndarray:
     return sub[iy, ix] / np.maximum(ring, 1e-3 * np.abs(sub[iy, ix]) + 1e-12)
 
 
-def _frame_psf(sub, variance, usable, x, y, peak, blended, within, fwhm: float, n_stars: int):
-    """The Moffat PSF of the sources ``within`` from the brightest that are single (not deblended), not sharp,
-    clear of flagged pixels and of any other detection within 4 FWHM; None with fewer than :data:`MIN_PSF_STARS`."""
+def _psf_candidates(sub, usable, x, y, blended, fwhm: float) -> np.ndarray:
+    """Sources fit to define the PSF: single (not deblended), not sharp, clear of flagged pixels within 2.5 FWHM
+    and of any other detection within 4 FWHM."""
     from scipy.spatial import cKDTree
 
-    if len(x) < 5:
-        return None
+    if len(x) < 2:
+        return np.zeros(len(x), bool)
     near = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)[0][:, 1]
-    cand = within & (near > 4.0 * fwhm) & ~blended & (_sharpness(sub, x, y) < SHARP_RATIO)
-    cand &= ~_any_in_box(~usable, x, y, 2.5 * fwhm)
-    idx = np.flatnonzero(cand)
+    cand = (near > 4.0 * fwhm) & ~blended & (_sharpness(sub, x, y) < SHARP_RATIO)
+    return cand & ~_any_in_box(~usable, x, y, 2.5 * fwhm)
+
+
+def _frame_psf(sub, variance, usable, x, y, peak, candidates, fwhm: float, n_stars: int, start=None):
+    """The Moffat PSF fitted to the ``n_stars`` brightest ``candidates`` (from ``start``, a PSF, if given); None with
+    fewer than :data:`MIN_PSF_STARS`."""
+    idx = np.flatnonzero(candidates)
     idx = idx[np.argsort(-peak[idx])][:n_stars]
     if len(idx) < MIN_PSF_STARS:
         return None
-    return psf.fit_psf(sub, variance, usable, x[idx], y[idx], fwhm)[0]
+    return psf.fit_psf(sub, variance, usable, x[idx], y[idx], fwhm, start=start)[0]
 
 
 def _seeing(sub: np.ndarray, objs, nominal: float) -> float:
@@ -329,33 +336,32 @@ SHARP_RATIO = 4.0
 
 
 def classify(table, stars: np.ndarray) -> float:
-    """Flag EXTENDED and SHARP detections by their SPREAD_MODEL against the known stars' (``stars``: a boolean
-    selection of the table, e.g. the sources matched to a reference catalogue): beyond 3 sigma of the stars' locus,
-    sigma being the source's error scaled to the stars' scatter about it, with a floor for the PSF's own
-    variation over the field. Returns the locus."""
-    spread = np.asarray(table["SPREAD_MODEL"], float)
-    err = np.asarray(table["SPREADERR_MODEL"], float)
+    """Flag EXTENDED and SHARP detections by their EXTENT against the known stars' (``stars``: a boolean selection of
+    the table, e.g. the sources matched to a reference catalogue): beyond :data:`CLASSIFY_SIGMA` of the stars'
+    locus, sigma being the source's error with a floor for the PSF's own variation over the field (the bright
+    stars' scatter). Returns the locus."""
+    extent = np.asarray(table["EXTENT"], float)
+    err = np.asarray(table["EXTENT_ERR"], float)
     snr = np.asarray(table["SNR"], float)
     flags = np.asarray(table["FLAGS"])
-    good = stars & (snr > 20) & ((flags & (SATURATED | BLENDED)) == 0) & np.isfinite(spread) & (err > 0)
+    good = stars & (snr > 20) & ((flags & (SATURATED | BLENDED)) == 0) & np.isfinite(extent) & (err > 0)
     if good.sum() < 5:
         return float("nan")
-    locus = float(np.median(spread[good]))
+    locus = float(np.median(extent[good]))
     bright = good & (snr > 100)
-    floor = max(float(1.4826 * np.median(np.abs(spread[bright] - locus))) if bright.sum() >= 5 else 0.0, SPREAD_FLOOR)
-    z = (spread[good] - locus) / np.hypot(err[good], floor)
-    scale = max(float(1.4826 * np.median(np.abs(z))), 0.1)
+    floor = EXTENT_FLOOR
+    if bright.sum() >= 5:
+        floor = max(floor, float(1.4826 * np.median(np.abs(extent[bright] - locus))))
     with np.errstate(invalid="ignore"):
-        zall = (spread - locus) / (scale * np.hypot(err, floor))
-    extended = np.isfinite(zall) & (zall > CLASSIFY_SIGMA)
-    sharp = np.isfinite(zall) & (zall < -CLASSIFY_SIGMA)
-    new = flags | np.where(extended, EXTENDED, 0) | np.where(sharp, SHARP, 0)
+        z = (extent - locus) / np.hypot(err, floor)
+    new = flags | np.where(np.isfinite(z) & (z > CLASSIFY_SIGMA), EXTENDED, 0)
+    new |= np.where(np.isfinite(z) & (z < -CLASSIFY_SIGMA), SHARP, 0)
     table["FLAGS"] = np.where(stars, flags, new).astype(np.int32)
     return locus
 
 
-#: SPREAD_MODEL scatter of bright stars below which it is not trusted (the PSF varies a little over a field).
-SPREAD_FLOOR = 0.001
+#: Least EXTENT scatter of bright stars (the PSF varies a little over a field).
+EXTENT_FLOOR = 0.005
 #: How far (in the stars' own scatter) from the stars' locus a detection is called extended or sharp.
 CLASSIFY_SIGMA = 3.0
 
@@ -370,6 +376,8 @@ def _annulus_median(data, var, mask, x, y, r_in: float, r_out: float):
     rr = np.hypot(xx, yy)
     ring = (rr >= r_in) & (rr <= r_out)
     dy, dx = yy[ring], xx[ring]
+    stride = max(1, len(dx) // ANNULUS_PIXELS)  # evenly spread samples: the median to 1.25 sigma / 20
+    dy, dx = dy[::stride], dx[::stride]
     ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
     med, err, flat = (np.empty(len(x)) for _ in range(3))
     for start in range(0, len(x), 500):
