@@ -121,7 +121,8 @@ def _solve(a: np.ndarray, w: np.ndarray, d: np.ndarray):
     b = (awt @ d[..., None])[..., 0]
     k = a.shape[2]
     diag = np.maximum(np.einsum("nkk->nk", n), 1e-300)
-    det = np.linalg.det(n / np.sqrt(diag[:, :, None] * diag[:, None, :]))  # of the correlation matrix
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        det = np.linalg.det(n / np.sqrt(diag[:, :, None] * diag[:, None, :]))  # of the correlation matrix
     ok = np.isfinite(det) & (det > 1e-10) & ((w > 0).sum(axis=1) > 2 * k)
     n[~ok] = np.eye(k)
     b[~ok] = 0.0

@@ -119,32 +119,12 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     from astropy.table import Table
     from scipy import ndimage
 
-    sep.set_extract_pixstack(5_000_000)
-    sep.set_sub_object_limit(4096)
-    data = _native(sci)
-    dqn = np.zeros(data.shape, np.uint16) if dq is None else np.asarray(dq)
-    bad = (dqn & (dqbits.NO_DATA | dqbits.UNILLUMINATED | dqbits.BAD_PIXEL | dqbits.COSMIC_RAY)) != 0
-    sat = (dqn & (dqbits.SATURATED | dqbits.NON_LINEAR)) != 0
-    mask = bad | ~np.isfinite(data)
-    if var is None:
-        variance = np.full(data.shape, np.float32(np.var(data[~mask]) if (~mask).any() else 1.0))
-    else:
-        variance = _native(var)
-    mask |= ~np.isfinite(variance) | (variance <= 0)
+    data, variance, mask, bad, sat, dqn, typical_var = _prepare(sci, var, dq)
     if mask.all():
         return Table(names=_COLUMNS, dtype=[float] * len(_COLUMNS)), {"background": 0.0, "noise": 0.0,
                                                                      "fwhm_px": 0.0, "n_detected": 0}
-    data[mask] = 0.0
-    typical_var = float(np.median(variance[~mask][::7]))
-    variance[mask] = typical_var
     # pass 1: coarse background, the brighter sources at the nominal seeing, the frame's seeing from them
-    mesh = max(32, int(round(20.0 / pixel_scale)))
-    bkg = sep.Background(data, mask=mask, bw=mesh, bh=mesh, fw=3, fh=3)
-    sub = data - bkg.back()
-    sub[mask] = 0.0
-    nominal = max(NOMINAL_SEEING / pixel_scale, 1.5)
-    first, seg = sep.extract(detection_image(sub, variance, nominal), 10.0, err=1.0, mask=mask, minarea=params.minarea,
-                             filter_kernel=None, deblend_cont=1.0, segmentation_map=True)
+    bkg, sub, first, seg, nominal = _first_pass(data, variance, mask, pixel_scale, 10.0, params.minarea)
     if fwhm is None:
         fwhm = _seeing(sub, first, nominal)
     grow = int(2 * np.ceil(fwhm)) | 1
@@ -300,6 +280,58 @@ def _psf_candidates(sub, usable, x, y, blended, fwhm: float) -> np.ndarray:
     near = cKDTree(np.c_[x, y]).query(np.c_[x, y], k=2)[0][:, 1]
     cand = (near > 4.0 * fwhm) & ~blended & (_sharpness(sub, x, y) < SHARP_RATIO)
     return cand & ~_any_in_box(~usable, x, y, 2.5 * fwhm)
+
+
+def _prepare(sci, var, dq):
+    """(data, variance, mask, bad, saturated, dq, typical variance): native float32 copies with the unusable pixels
+    (DQ-flagged, not finite) masked, zeroed in the data and given the typical variance."""
+    import sep
+
+    sep.set_extract_pixstack(5_000_000)
+    sep.set_sub_object_limit(4096)
+    data = _native(sci)
+    dqn = np.zeros(data.shape, np.uint16) if dq is None else np.asarray(dq)
+    bad = (dqn & (dqbits.NO_DATA | dqbits.UNILLUMINATED | dqbits.BAD_PIXEL | dqbits.COSMIC_RAY)) != 0
+    sat = (dqn & (dqbits.SATURATED | dqbits.NON_LINEAR)) != 0
+    mask = bad | ~np.isfinite(data)
+    if var is None:
+        variance = np.full(data.shape, np.float32(np.var(data[~mask]) if (~mask).any() else 1.0))
+    else:
+        variance = _native(var)
+    mask |= ~np.isfinite(variance) | (variance <= 0)
+    typical_var = float(np.median(variance[~mask][::7])) if (~mask).any() else 1.0
+    data[mask] = 0.0
+    variance[mask] = typical_var
+    return data, variance, mask, bad, sat, dqn, typical_var
+
+
+def _first_pass(data, variance, mask, pixel_scale: float, threshold: float, minarea: int):
+    """(sep background, data less it, sources, segmentation, nominal FWHM): the sources above ``threshold`` of the
+    point-source filter at the nominal seeing, over a coarse mesh background."""
+    import sep
+
+    mesh = max(32, int(round(20.0 / pixel_scale)))
+    bkg = sep.Background(data, mask=mask, bw=mesh, bh=mesh, fw=3, fh=3)
+    sub = data - bkg.back()
+    sub[mask] = 0.0
+    nominal = max(NOMINAL_SEEING / pixel_scale, 1.5)
+    first, seg = sep.extract(detection_image(sub, variance, nominal), threshold, err=1.0, mask=mask, minarea=minarea,
+                             filter_kernel=None, deblend_cont=1.0, segmentation_map=True)
+    return bkg, sub, first, seg, nominal
+
+
+def source_mask(sci, var, dq, pixel_scale: float, threshold: float = 5.0, grow: float = 2.0) -> np.ndarray:
+    """Pixels of the plane's sources (above ``threshold`` of the point-source filter), grown by ``grow`` times the
+    seeing FWHM, and its unusable pixels: what a measurement of the sky (a fringe, a background) leaves out."""
+    from scipy import ndimage
+
+    data, variance, mask, *_ = _prepare(sci, var, dq)
+    if mask.all():
+        return mask
+    _, sub, first, seg, nominal = _first_pass(data, variance, mask, pixel_scale, threshold, 3)
+    fwhm = _seeing(sub, first, nominal)
+    size = int(2 * np.ceil(grow * fwhm)) | 1
+    return ndimage.maximum_filter(seg > 0, size=size) | mask
 
 
 def _frame_psf(sub, variance, usable, x, y, peak, candidates, fwhm: float, n_stars: int, start=None):

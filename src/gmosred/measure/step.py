@@ -125,7 +125,7 @@ def measure_frame(frame: Frame, astro_cat, phot_cat, params: dict, name: str = "
     _stamp_wcs(hdr, sol, epoch, astro_cat, why_wcs)
     _stamp_photometry(hdr, zp, band, phot_cat, why_zp, phu)
     if zp is not None:
-        hdr["PHOTAPCR"] = (round(apc, 5), "PSF flux correction to a 4 FWHM aperture (ratio)")
+        hdr["PHOTAPCR"] = (round(apc, 5), "PSF flux to a 4 FWHM aperture (ratio)")
         hdr["PHOTAPER"] = (round(det.aperture * info["fwhm_px"], 3), "[pixel] radius of FLUX_APER's aperture")
     hdr["FWHMPSF"] = (round(summary["fwhm_arcsec"], 3), "[arcsec] seeing FWHM of the frame's stars")
     if info.get("psf") is not None:
