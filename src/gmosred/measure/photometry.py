@@ -48,20 +48,19 @@ class PhotometryParams:
 
 #: Roughest sky (annulus rms over photon noise) on which a star measures the aperture correction.
 FLAT_SKY = 1.08
-#: Stars (the brightest) that measure the aperture correction: the large aperture's sky error and the faint
-#: neighbours' light it gathers weigh least on them (with 30, one 4x4 frame's correction was 3% high).
+#: Stars (the brightest on flat sky) that measure the aperture correction, and the fewest it is measured from:
+#: the large aperture's sky error and the faint neighbours' light it gathers weigh least on them (with 30, one 4x4
+#: frame's correction was 3% high).
 APERTURE_STARS = 10
-#: Fewest stars on flat sky that measure an aperture correction.
-MIN_FLAT_STARS = APERTURE_STARS
 
 
 def aperture_correction(sources, rows, fwhm_px: float | None = None) -> tuple[float, float]:
     """(correction, its error): the median ratio of the large aperture's flux to the PSF fit's over the
-    :data:`APERTURE_STARS` brightest clean, isolated stars among ``rows`` (those matched to a catalogue) on flat sky. Isolated: no other source
-    within the large aperture brighter than half a percent of the star, whose light the large aperture would add.
-    Flat: the annulus no rougher than :data:`FLAT_SKY` times its photon noise (on a nebula the large aperture holds
-    the nebula's structure, which no sky estimate removes). With fewer than :data:`MIN_FLAT_STARS` there,
-    (1, NaN): the PSF model's own total stands."""
+    :data:`APERTURE_STARS` brightest clean, isolated stars on flat sky among ``rows`` (those matched to a
+    catalogue). Isolated: no other source within the large aperture brighter than half a percent of the star, whose
+    light the large aperture would add. Flat: the annulus no rougher than :data:`FLAT_SKY` times its photon noise
+    (on a nebula the large aperture holds the nebula's structure, which no sky estimate removes). With fewer such
+    stars, (1, NaN): the PSF model's own total stands."""
     from scipy.spatial import cKDTree
 
     from .sources import BIG_APERTURE
@@ -86,7 +85,7 @@ def aperture_correction(sources, rows, fwhm_px: float | None = None) -> tuple[fl
     isolated = np.asarray(isolated)
     flatness = np.asarray(sources["SKY_FLATNESS"], float)[isolated]
     flat = isolated[flatness < FLAT_SKY][:APERTURE_STARS]
-    if len(flat) < MIN_FLAT_STARS:
+    if len(flat) < APERTURE_STARS:
         return 1.0, float("nan")
     r = np.asarray(sources["FLUX_BIG"], float)[flat] / flux[flat]
     med = float(np.median(r))

@@ -130,10 +130,10 @@ def _solve(a: np.ndarray, w: np.ndarray, d: np.ndarray):
     return (cov @ b[..., None])[..., 0], cov, ok
 
 
-def fit_psf(data, var, usable, x, y, fwhm: float, start: Moffat | None = None) -> tuple[Moffat, float]:
+def fit_psf(data, var, usable, x, y, fwhm: float, start: Moffat | None = None) -> Moffat:
     """The Moffat PSF (FWHM, beta, ellipticity) of the stars near (x, y) (0-based; bright, isolated, unsaturated),
     from ``start`` or a FWHM of ``fwhm``: the stars' positions refined by a fit of that first PSF, then the shape by
-    non-linear least squares with each star's amplitude and plane solved linearly inside. Returns (PSF, reduced chi-square of its fit)."""
+    non-linear least squares with each star's amplitude and plane solved linearly inside."""
     from scipy.optimize import least_squares
 
     first = start or Moffat(fwhm, 3.5)
@@ -155,8 +155,7 @@ def fit_psf(data, var, usable, x, y, fwhm: float, start: Moffat | None = None) -
         x0 = [start.fwhm, start.beta, start.e1, start.e2]
     res = least_squares(residuals, x0, bounds=([0.5, 1.2, -0.6, -0.6], [50.0, 20.0, 0.6, 0.6]),
                         x_scale=[0.1 * x0[0], 0.3, 0.02, 0.02], diff_step=1e-4, xtol=1e-5, ftol=1e-6)
-    npix = max(int((st.weight > 0).sum()) - 4 * len(x) - 4, 1)
-    return Moffat(*map(float, res.x)), float(2.0 * res.cost / npix)
+    return Moffat(*map(float, res.x))
 
 
 def photometry(data, var, usable, x, y, psf: Moffat, radius: float, exclude=None,
@@ -200,8 +199,8 @@ def _amplitude(st: Stamps, psf: Moffat) -> dict[str, np.ndarray]:
     coef, cov, ok = _solve(a, st.weight, st.data)
     resid = st.data - (a @ coef[..., None])[..., 0]
     dof = np.maximum((st.weight > 0).sum(axis=1) - a.shape[2], 1)
-    # EXTENT: the share of the flux that prefers the broader profile, from a fit of both with the plane (its
-    # error from that fit's covariance, so that what the plane absorbs is not counted as signal)
+    # EXTENT: the broader profile's coefficient in a fit of both with the plane, over the PSF flux (its error from
+    # that fit's covariance, so that what the plane absorbs is not counted as signal)
     g = psf.broadened(EXTENT_BROADENING).pixels(st.dx, st.dy)
     c2, cov2, ok2 = _solve(np.concatenate([a, g[..., None]], axis=2), st.weight, st.data)
     flux = coef[:, 0]

@@ -165,8 +165,11 @@ def detect(sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, pixel
     fitted = {}
     for t in np.unique(tile):
         here = tile == t
-        local_model = (_frame_psf(sub, variance, usable, xw, yw, objs["peak"], stars & here, fwhm, params.psf_stars,
-                                  start=model) if tiles is not None else None) or model or psf.Moffat(fwhm, DEFAULT_BETA)
+        local_model = model
+        if tiles is not None:
+            local_model = _frame_psf(sub, variance, usable, xw, yw, objs["peak"], stars & here, fwhm,
+                                     params.psf_stars, start=model) or model
+        local_model = local_model or psf.Moffat(fwhm, DEFAULT_BETA)
         part = psf.photometry(data, variance, usable, xw[here], yw[here], local_model, params.psf_radius * fwhm,
                               exclude=(seg, np.flatnonzero(here) + 1))
         for key, val in part.items():
@@ -320,20 +323,6 @@ def _first_pass(data, variance, mask, pixel_scale: float, threshold: float, mina
     return bkg, sub, first, seg, nominal
 
 
-def source_mask(sci, var, dq, pixel_scale: float, threshold: float = 5.0, grow: float = 2.0) -> np.ndarray:
-    """Pixels of the plane's sources (above ``threshold`` of the point-source filter), grown by ``grow`` times the
-    seeing FWHM, and its unusable pixels: what a measurement of the sky (a fringe, a background) leaves out."""
-    from scipy import ndimage
-
-    data, variance, mask, *_ = _prepare(sci, var, dq)
-    if mask.all():
-        return mask
-    _, sub, first, seg, nominal = _first_pass(data, variance, mask, pixel_scale, threshold, 3)
-    fwhm = _seeing(sub, first, nominal)
-    size = int(2 * np.ceil(grow * fwhm)) | 1
-    return ndimage.maximum_filter(seg > 0, size=size) | mask
-
-
 def _frame_psf(sub, variance, usable, x, y, peak, candidates, fwhm: float, n_stars: int, start=None):
     """The Moffat PSF fitted to the ``n_stars`` brightest ``candidates`` (from ``start``, a PSF, if given); None with
     fewer than :data:`MIN_PSF_STARS`."""
@@ -341,7 +330,7 @@ def _frame_psf(sub, variance, usable, x, y, peak, candidates, fwhm: float, n_sta
     idx = idx[np.argsort(-peak[idx])][:n_stars]
     if len(idx) < MIN_PSF_STARS:
         return None
-    return psf.fit_psf(sub, variance, usable, x[idx], y[idx], fwhm, start=start)[0]
+    return psf.fit_psf(sub, variance, usable, x[idx], y[idx], fwhm, start=start)
 
 
 def _seeing(sub: np.ndarray, objs, nominal: float) -> float:
