@@ -273,13 +273,23 @@ def test_interrupted_run_keeps_partial_files_and_the_next_run_resumes(server, tm
     stand_in, raw, truth, _ = server
     files = [_one(stand_in, n) for n in sorted(_expected(truth)[0] | _expected(truth)[1])]
     stand_in.rate = 0.5e6  # bytes per second per connection: a run of about 5 s
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    stop = threading.Event()
+
+    def interrupt_once_transfers_are_under_way():  # not after a fixed time: a loaded machine is slower to start
+        while not stop.wait(0.05):
+            sizes = [p.stat().st_size for p in (tmp_path / ".partial").glob("*.part") if p.exists()]
+            if any(sizes):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    watcher = threading.Thread(target=interrupt_once_transfers_are_under_way)
+    watcher.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             archive.fetch_all(archive.Archive(stand_in.url), files, tmp_path, backoff=0)
     finally:
-        timer.cancel()
+        stop.set()
+        watcher.join()
         stand_in.rate = None
     parts = {p.name[:-5]: p.stat().st_size for p in (tmp_path / ".partial").glob("*.part")}
     assert parts and all(0 < n < stand_in_size for n, stand_in_size in
