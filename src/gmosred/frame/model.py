@@ -345,6 +345,8 @@ class Plane:
     var: np.ndarray | None = None
     dq: np.ndarray | None = None
     extver: int = 1
+    #: further images of the plane by EXTNAME (a fringe frame's USED), written after its DQ with its EXTVER
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -371,12 +373,15 @@ def read_processed(path) -> Frame:
 
 def _processed_frame(path: Path, data: bytes, hdul: fits.HDUList) -> Frame:
     found: dict[tuple[str, int], int] = {}
+    extra: dict[int, dict[str, int]] = {}
     tables = {}
     _printable(path, hdul)
     for i, hdu in enumerate(hdul[1:], start=1):
         name = str(hdu.header.get("EXTNAME", "")).strip().upper()
         if name in ("SCI", "VAR", "DQ"):
             found[(name, int(number(path, hdu.header, "EXTVER", f"extension {i}", 1)))] = i
+        elif isinstance(hdu, fits.ImageHDU) and name and "EXTVER" in hdu.header:
+            extra.setdefault(int(number(path, hdu.header, "EXTVER", f"extension {i}", 1)), {})[name] = i
         elif isinstance(hdu, fits.BinTableHDU) and name:
             tables[name] = fits.BinTableHDU(hdu.data.copy(), hdu.header.copy())
     versions = sorted(v for (n, v) in found if n == "SCI")
@@ -389,7 +394,8 @@ def _processed_frame(path: Path, data: bytes, hdul: fits.HDUList) -> Frame:
         var = _image(path, hdul, found[("VAR", v)], data, offsets) if ("VAR", v) in found else None
         dq = _image(path, hdul, found[("DQ", v)], data, offsets) if ("DQ", v) in found else None
         planes.append(Plane(_image(path, hdul, i, data, offsets), hdul[i].header, var,
-                            dq.astype(np.uint16, copy=False) if dq is not None else None, v))
+                            dq.astype(np.uint16, copy=False) if dq is not None else None, v,
+                            {n: _image(path, hdul, j, data, offsets) for n, j in extra.get(v, {}).items()}))
     return Frame(hdul[0].header, planes, path, tables)
 
 
@@ -518,6 +524,12 @@ def _plane_hdus(p: Plane) -> list[fits.ImageHDU]:
         hdus.append(fits.ImageHDU(np.asarray(p.var, dtype=np.float32), var_header(sci), name="VAR", ver=p.extver))
     if p.dq is not None:
         hdus.append(fits.ImageHDU(np.asarray(p.dq, dtype=np.uint16), dq_header(sci), name="DQ", ver=p.extver))
+    for name, image in p.extra.items():
+        hdr = sci.copy()
+        hdr.remove("BUNIT", ignore_missing=True)
+        image = np.asarray(image)
+        hdus.append(fits.ImageHDU(image if image.dtype.kind in "iu" else image.astype(np.float32), hdr, name=name,
+                                  ver=p.extver))
     return hdus
 
 

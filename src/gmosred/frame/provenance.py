@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -23,6 +25,8 @@ from .model import Frame, timestamp
 
 PROVENANCE, HISTORY = "PROVENANCE", "PROVHISTORY"
 _MD5_CACHE: dict = {}
+#: Steps the pipeline did not apply to the frame of the product being made ({step: why}; see ``skipping``).
+_SKIPPED: contextvars.ContextVar[dict] = contextvars.ContextVar("skipped", default={})
 
 
 def md5(path) -> str:
@@ -43,6 +47,32 @@ def refuse_twice(phu: fits.Header, stamp: str, name) -> None:
     """A step never runs twice on one frame: its time stamp keyword says it already did."""
     if stamp in phu:
         raise GmosredError(f"{name}: {stamp} was already applied to it ({phu[stamp]}): not done again")
+
+
+def skip(phu: fits.Header, step: str, why: str) -> None:
+    """Say in a frame's primary header that ``step`` was not applied to it and why (``SKIPPED``: "steps: why"
+    per reason, joined by "; ", e.g. "fringe, rmfringe: r does not fringe on EEV CCDs"); later products carry it."""
+    reasons: dict[str, list[str]] = {}
+    for entry in str(phu.get("SKIPPED", "")).split("; "):
+        steps, sep, reason = entry.partition(": ")
+        if sep:
+            for s in steps.split(", "):
+                if s != step:
+                    reasons.setdefault(reason, []).append(s)
+    reasons.setdefault(why, []).append(step)
+    value = "; ".join(f"{', '.join(steps)}: {reason}" for reason, steps in reasons.items())
+    phu["SKIPPED"] = (value, "Steps not applied, and why" if len(value) <= 40 else "")
+
+
+@contextlib.contextmanager
+def skipping(notes: dict):
+    """Within: every product recorded says that the steps in ``notes`` ({step: why}) were not applied to it (the
+    pipeline passes a recipe's skipped steps to the product of the next step that runs)."""
+    token = _SKIPPED.set(dict(notes))
+    try:
+        yield
+    finally:
+        _SKIPPED.reset(token)
 
 
 def _params_json(params: dict) -> dict:
@@ -99,6 +129,8 @@ def record(phu: fits.Header, tables: dict, step: str, stamp: str, *, inputs=(), 
     tables[PROVENANCE] = _table(PROVENANCE, prov)
     tables[HISTORY] = _table(HISTORY, hist)
     phu[stamp] = (now, f"UT time stamp for {stamp} (gmosred {__version__})")
+    for skipped, why in _SKIPPED.get().items():
+        skip(phu, skipped, why)
     phu["GMOSRED"] = (__version__, "gmosred version of the last step")
     for kind, path in (calibrations or {}).items():
         key = kind.upper()[:4]  # BIASIM/BIASMD5, FLATIM/FLATMD5 (IRAF's names for the first)

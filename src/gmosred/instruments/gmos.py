@@ -187,6 +187,19 @@ def filter_band(filter_name: str) -> str:
     return filter_name.strip().split("_")[0]
 
 
+@cache
+def _fringing() -> dict[tuple[str, str], bool]:
+    return {(r["family"], r["filter"]): r["fringes"] == "yes" for r in _rows("fringing.csv")}
+
+
+def fringes(family: str, filter_name: str) -> bool:
+    """Whether a detector family (EEV, e2v DD, Hamamatsu) fringes enough in a filter for the fringe to be removed
+    (the table is DRAGONS' rule); a filter the table does not name does not."""
+    if family not in {f for f, _ in _fringing()}:
+        raise UnknownInstrumentError(f"no fringing facts for detector family {family!r}")
+    return _fringing().get((family, filter_band(filter_name)), False)
+
+
 def nominal_zeropoint(detector: str, filter_name: str) -> float:
     """Nominal zero point (mag for 1 e-/s) for a DETID or CCD name and a filter."""
     key = (detector.strip(), filter_band(filter_name))

@@ -323,6 +323,20 @@ def _first_pass(data, variance, mask, pixel_scale: float, threshold: float, mina
     return bkg, sub, first, seg, nominal
 
 
+def source_mask(sci, var, dq, pixel_scale: float, threshold: float = 5.0, grow: float = 2.0) -> np.ndarray:
+    """Pixels of the plane's sources (above ``threshold`` of the point-source filter), grown by ``grow`` times the
+    seeing FWHM, and its unusable pixels: what a measurement of the sky (a fringe, a background) leaves out."""
+    from scipy import ndimage
+
+    data, variance, mask, *_ = _prepare(sci, var, dq)
+    if mask.all():
+        return mask
+    _, sub, first, seg, nominal = _first_pass(data, variance, mask, pixel_scale, threshold, 3)
+    fwhm = _seeing(sub, first, nominal)
+    size = int(2 * np.ceil(grow * fwhm)) | 1
+    return ndimage.maximum_filter(seg > 0, size=size) | mask
+
+
 def _frame_psf(sub, variance, usable, x, y, peak, candidates, fwhm: float, n_stars: int, start=None):
     """The Moffat PSF fitted to the ``n_stars`` brightest ``candidates`` (from ``start``, a PSF, if given); None with
     fewer than :data:`MIN_PSF_STARS`."""

@@ -605,9 +605,7 @@ def detector_truth(layout: Layout, rng: np.random.Generator) -> DetectorTruth:
         tex = 0.008 * rng.normal(size=(ny, nx)) + 0.003 * _random_field(rng, (ny, nx), 2.0, 8.0 / layout.binning)
         tex[kind == 1] = rng.uniform(-0.7, -0.4, int((kind == 1).sum()))
         p2p.append(tex.astype(np.float32))
-        thick = _random_field(rng, (ny, nx), 3.0, 60.0 / layout.binning)
-        fringe.append(np.cos(2 * np.pi * 2.5 * thick).astype(np.float32)
-                      * (0.6 + 0.4 * _random_field(rng, (ny, nx), 3.0, 200.0 / layout.binning).clip(-1, 1)).astype(np.float32))
+        fringe.append(fringe_pattern(rng, (ny, nx), layout.binning))
     flats = {}
     for band in obsplan.FILTERS:
         sens = ccd_sensitivity(band, cam)
@@ -620,6 +618,15 @@ def detector_truth(layout: Layout, rng: np.random.Generator) -> DetectorTruth:
         norm = np.median(per_ccd[1][norm_region(layout)][illum[1][norm_region(layout)] == 1.0])
         flats[band] = [f / np.float32(norm) for f in per_ccd]
     return DetectorTruth(bias2d, illum, badpix, hot_rate, flats, fringe)
+
+
+def fringe_pattern(rng: np.random.Generator, shape: tuple[int, int], binning: int) -> np.ndarray:
+    """One CCD's fringe pattern (peak ~1): the interference of the night-sky lines in a thin CCD, the cosine of its
+    thickness (a smooth random field, 60 unbinned pixels at its finest) times 2.5 fringes per unit of it, so that
+    the fringes are tens of unbinned pixels apart; their contrast varies over the CCD (0.2 to 1)."""
+    thick = _random_field(rng, shape, 3.0, 60.0 / binning)
+    fringes = np.cos(2 * np.pi * 2.5 * thick).astype(np.float32)
+    return fringes * (0.6 + 0.4 * _random_field(rng, shape, 3.0, 200.0 / binning).clip(-1, 1)).astype(np.float32)
 
 
 def vignetting(layout: Layout, ccd: int) -> np.ndarray:
