@@ -36,12 +36,15 @@ def test_demo_on_existing_run(small_run, tmp_path, capsys):
     assert main(["demo", str(tmp_path), "--seed", "7"]) == 0
     text = capsys.readouterr().out
     assert "using the simulated run already in" in text
-    rows = re.findall(r"^(download|obslog|bias|flat|reduce|mosaic)\s.*\s(yes|NO)$", text, re.M)
-    assert [step for step, _ in rows] == ["download", "obslog", "bias", "flat", "reduce", "reduce", "mosaic"]
+    rows = re.findall(r"^(download|obslog|bias|flat|reduce|mosaic|fringe)\s.*\s(yes|NO)$", text, re.M)
+    assert [step for step, _ in rows] == ["download", "obslog", "bias", "flat", "reduce", "reduce", "mosaic", "fringe",
+                                          "fringe"]
     assert all(ok == "yes" for _, ok in rows)
     assert len(list((tmp_path / "raw").glob("*.fits"))) == len(truth.frames)
     red = tmp_path / "reduced"
-    assert (red / "MCbias.fits").exists() and len(list(red.glob("mrg*.fits"))) == 45
+    assert (red / "MCbias.fits").exists() and (red / "MCfringe_i.fits").exists()
+    n_i = len([r for r in truth.frames if r["kind"] == "science" and r["band"] == "i"])
+    assert len(list(red.glob("mfrg*.fits"))) == n_i and len(list(red.glob("m*rg*.fits"))) == 45
 
 
 @pytest.mark.e2e

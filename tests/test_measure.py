@@ -213,13 +213,20 @@ def measured(small_run, tmp_path_factory):
     return truth, work, recs, requests
 
 
+def _product(work, rec):
+    """A science frame's measured product: cmrg, or cmfrg where its fringe was removed."""
+    found = sorted(work.glob(f"cm*rg{rec['file']}.fits"))
+    assert len(found) == 1, (rec["file"], found)
+    return found[0]
+
+
 def _astrometry(measured, bands):
     from astropy.io import fits
 
     truth, work, recs, _ = measured
     out = []
     for rec in (r for r in recs if r["band"] in bands):
-        product = work / f"cmrg{rec['file']}.fits"
+        product = _product(work, rec)
         with fits.open(product) as h:
             hdr = h["SCI"].header
             assert hdr["WCSCAT"] == "Gaia DR3" and hdr["WCSNMAT"] >= 20, rec["file"]
@@ -268,7 +275,7 @@ def _zero_point_errors(measured, bands):
     truth, work, recs, _ = measured
     out = []
     for rec in (r for r in recs if r["band"] in bands):
-        with fits.open(work / f"cmrg{rec['file']}.fits") as h:
+        with fits.open(_product(work, rec)) as h:
             hdr = h["SCI"].header
         band = rec["band"]
         true_zp, true_ct = truthmod.zero_point(truth, rec)

@@ -58,7 +58,8 @@ def test_outputs_and_rerun(rawdir, reference):
     work, plan, reports = reference
     names = set(_products(work))
     assert {"MCbias.fits", "MCflat_r.fits", "MCflat_i.fits"} <= names
-    assert len([n for n in names if n.startswith("rgS")]) == 12 and len([n for n in names if n.startswith("mrgS")]) == 12
+    assert len([n for n in names if n.startswith("rgS")]) == 12
+    assert len([n for n in names if n.startswith("mrgS") or n.startswith("mfrgS")]) == 12
     assert reports["reduce"].done == 12 and not plan.problems
     plan2, again = _run(rawdir, work, jobs=1)
     assert all(r.done == 0 and r.failed == 0 for r in again.values())
@@ -70,6 +71,38 @@ def test_outputs_and_rerun(rawdir, reference):
     rep = pipeline.run_plan(pipeline.make_plan(rawdir / "obsLog.sqlite3", work, MECHANICS), work, MECHANICS,
                             show_progress=False)
     assert rep["mosaic"].done == 12  # back to linear
+
+
+def test_fringe_is_removed_where_it_matters_and_skipped_elsewhere(rawdir, reference, tmp_path, capsys):
+    """The i frames (EEV CCDs fringe in i) make MCfringe_i.fits and are defringed (frg, then mfrg); the r frames go
+    on to their mosaic with the skipped step and its reason in their primary header; a defringed frame is not
+    defringed again (one line, no traceback)."""
+    from astropy.io import fits
+
+    from gmosred.calibrate import fringe
+
+    work = reference[0]
+    with fits.open(work / "MCfringe_i.fits") as h:
+        inputs = sorted(str(n).strip() for n in h["FRINGEIN"].data["FILENAME"])
+        assert "GIFRINGE" in h[0].header and [e.header["EXTNAME"] for e in h[1:]].count("USED") == 3
+    assert inputs == sorted(p.name for p in work.glob("rgS*.fits") if fits.getval(p, "FILTER2").startswith("i"))
+    defringed = sorted(work.glob("frgS*.fits"))
+    assert [p.name[1:] for p in defringed] == inputs
+    for path in defringed:
+        with fits.open(path) as h:
+            assert "GIRMFRIN" in h[0].header and h[0].header["FRINGAMP"] > 3 * h[0].header["FRINGRES"] > 0
+            assert all(h["SCI", v].header["FRINGERR"] > 0 for v in (1, 2, 3))
+        assert (work / f"m{path.name}").exists() and not (work / f"m{path.name[1:]}").exists()
+    for path in sorted(work.glob("mrgS*.fits")):
+        assert fits.getval(path, "FILTER2").startswith("r")
+        assert "rmfringe: r does not fringe on EEV CCDs" in fits.getval(path, "SKIPPED")
+    with pytest.raises(GmosredError, match="GIRMFRIN was already applied"):
+        fringe.remove_fringe_file(defringed[0], tmp_path, work / "MCfringe_i.fits")
+    assert main(["rmfringe", str(defringed[0]), "--fringe", str(work / "MCfringe_i.fits"),
+                 "--outdir", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "GIRMFRIN was already applied" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.fits"))
 
 
 def test_killed_run_resumes_identically(rawdir, reference, tmp_path):
@@ -228,7 +261,7 @@ def test_a_new_step_is_one_row(rawdir, reference, tmp_path, monkeypatch, capsys)
     monkeypatch.setitem(steps.SECTIONS, "peak", PeakParams())
     monkeypatch.setitem(steps.STEPS, "peak", steps.Step("peak", "brightest pixel", ("peak",), peak,
                                                         output=lambda inp, p: f"peak_{Path(inp).stem}.txt"))
-    monkeypatch.setitem(steps.RECIPES, "sciImg", ("reduce", "mosaic", "peak"))
+    monkeypatch.setitem(steps.RECIPES, "sciImg", ("reduce", "fringe", "rmfringe", "mosaic", "peak"))
     work = tmp_path / "w"
     for name in _products(reference[0]):
         (work / name).parent.mkdir(exist_ok=True)
@@ -239,7 +272,7 @@ def test_a_new_step_is_one_row(rawdir, reference, tmp_path, monkeypatch, capsys)
     assert len(plan.of("peak")) == 12 and "peak     6 frame(s) r, GMOS-S 4x4" in plan.describe()
     rep = pipeline.run_plan(plan, work, cfg, show_progress=False)
     assert rep["peak"].done == 12 and rep["mosaic"].done == 0 and rep["reduce"].done == 0
-    assert len(list(work.glob("peak_mrg*.txt"))) == 12
+    assert len(list(work.glob("peak_mrg*.txt"))) == 6 and len(list(work.glob("peak_mfrg*.txt"))) == 6  # r; i
     again = pipeline.run_plan(plan, work, cfg, show_progress=False)
     assert again["peak"].skipped == 12 and again["peak"].done == 0
     cfg2 = config.load(overrides={"peak": {"clip": 5000.0}})

@@ -7,6 +7,8 @@ On files, as the Gemini IRAF tasks were called from PyRAF (``from pyraf.iraf imp
     bias = gmos.bias(biases, "MCbias.fits")                       # gbias
     flat = gmos.flat(flats_r, "MCflat_r.fits", bias=bias)         # giflat
     rg = gmos.reduce(science, "red/", bias=bias, flat=flat)      # gireduce: one rg file per frame
+    fringe = gmos.fringe(rg_i, "MCfringe_i.fits")                  # gifringe (i frames, dithered)
+    frg = gmos.rmfringe(rg_i, "red/", fringe=fringe)             # girmfringe: frg files
     mrg = gmos.mosaic(rg, "red/")                                 # gmosaic
     gmos.run("raw/", "reduced/", jobs=2, set={"mosaic": {"interpolant": "cubic"}})  # all of it
 
@@ -56,6 +58,16 @@ def _each(step: str, files, outdir, calibrations: dict, keep_going: bool, params
 def reduce(files, outdir=".", bias=None, flat=None, keep_going: bool = False, **params) -> list[Path]:
     """Basic reduction of raw science frames (gireduce): rg<file>.fits in ``outdir``."""
     return _each("reduce", files, outdir, {"bias": bias, "flat": flat}, keep_going, params)
+
+
+def fringe(files, output, **params) -> Path:
+    """Fringe frame from reduced, dithered frames of one setup and filter (gifringe)."""
+    return make("fringe", files, params=parameters("fringe", params), output=output)
+
+
+def rmfringe(files, outdir=".", fringe=None, keep_going: bool = False, **params) -> list[Path]:
+    """The fringe fitted and removed from reduced frames (girmfringe): f<rg file>.fits in ``outdir``."""
+    return _each("rmfringe", files, outdir, {"fringe": fringe}, keep_going, params)
 
 
 def mosaic(files, outdir=".", keep_going: bool = False, **params) -> list[Path]:

@@ -1,4 +1,5 @@
-"""The step commands ``gmosred bias``, ``flat``, ``reduce``, ``mosaic``; their options derive from the step table."""
+"""The step commands ``gmosred bias``, ``flat``, ``reduce``, ``fringe``, ``rmfringe``, ``mosaic``, ``measure``; their
+options derive from the step table."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ from .common import inputs
 
 #: The commands whose options derive from the step table (pipeline.steps.OPTIONS; named here so that
 #: building the parser imports nothing heavy: a test holds the two equal).
-STEP_COMMANDS = ("bias", "flat", "reduce", "mosaic", "measure")
+STEP_COMMANDS = ("bias", "flat", "reduce", "fringe", "rmfringe", "mosaic", "measure")
 
 
 def add_step_options(s, command: str) -> None:
@@ -93,6 +94,25 @@ def _each(args, step: str, calibrations: dict, verb: str) -> int:
 
 def reduce(args) -> int:
     return _each(args, "reduce", {"bias": args.bias, "flat": args.flat}, "reduced")
+
+
+def fringe(args) -> int:
+    from astropy.io import fits
+
+    from ..frame.model import filter_name
+    from ..instruments import filter_band
+    from ..pipeline.steps import make
+
+    files = inputs(args.files)
+    output = args.output or f"MCfringe_{filter_band(filter_name(fits.getheader(files[0], 0)))}.fits"
+    _output_folder(Path(output).parent, "--output")
+    out = make("fringe", files, params=_step_params(args, "fringe"), output=output)
+    print(f"wrote {out}")
+    return 0
+
+
+def rmfringe(args) -> int:
+    return _each(args, "rmfringe", {"fringe": args.fringe}, "defringed")
 
 
 def mosaic(args) -> int:

@@ -130,6 +130,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
     s.set_defaults(func=calibrate.reduce)
 
+    s = sub.add_parser("fringe", help="fringe frame from reduced, dithered frames of one filter (gifringe) "
+                                      "-> MCfringe_<filter>.fits")
+    s.add_argument("files", nargs="+", help="reduced rg*.fits files of one setup and filter (or @list files)")
+    s.add_argument("-o", "--output", help="output (default MCfringe_<filter>.fits)")
+    s.set_defaults(func=calibrate.fringe)
+
+    s = sub.add_parser("rmfringe", help="the fringe fitted and removed from reduced frames (girmfringe) "
+                                        "-> frg<file>.fits")
+    s.add_argument("files", nargs="+", help="reduced rg*.fits files (or @list files)")
+    s.add_argument("--fringe", required=True, help="fringe frame (MCfringe_<filter>.fits)")
+    s.add_argument("--outdir", default=".", help="output folder (default: here)")
+    s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
+    s.set_defaults(func=calibrate.rmfringe)
+
     s = sub.add_parser("mosaic", help="the CCDs of reduced frames into one plane (gmosaic) -> mrg<file>.fits")
     s.add_argument("files", nargs="+", help="reduced rg*.fits files (or @list files)")
     s.add_argument("--outdir", default=".", help="output folder (default: here)")
@@ -142,7 +156,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=_count, default=1, help="parallel processes")
     s.set_defaults(func=calibrate.measure)
 
-    s = sub.add_parser("run", help="the whole reduction of a raw folder: log, masters, reduce, mosaic, measure")
+    s = sub.add_parser("run", help="the whole reduction of a raw folder: log, masters, reduce, fringe, mosaic, "
+                                   "measure")
     s.add_argument("rawdir", help="folder of raw files")
     s.add_argument("--workdir", required=True, help="where the products go")
     s.add_argument("--config", help="TOML configuration (see gmosred config)")
@@ -150,8 +165,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler instead")
     s.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     s.add_argument("--force", action="store_true", help="remake everything")
-    s.add_argument("--until", choices=("reduce", "mosaic", "measure"),
+    s.add_argument("--until", choices=("reduce", "rmfringe", "mosaic", "measure"),
                    help="last step of the science frames' recipe (default: measure)")
+    s.add_argument("--fringe", metavar="FILE", help="a fringe frame for the frames of its filter (default: one made "
+                                                    "from the program's dithered frames)")
     s.add_argument("--refcat", metavar="FILE", help="astrometric catalogue file (default: Gaia DR3, queried and cached)")
     s.add_argument("--photcat", metavar="FILE", help="photometric catalogue file (default: Pan-STARRS1, queried and cached)")
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",

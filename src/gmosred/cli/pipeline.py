@@ -14,6 +14,8 @@ def run(args) -> int:
     for key in ("refcat", "photcat"):  # files: made absolute, as the workers may run elsewhere
         if getattr(args, key, None):
             overrides.setdefault("measure", {})[key] = str(Path(getattr(args, key)).resolve())
+    if getattr(args, "fringe", None):
+        overrides.setdefault("fringe", {})["frame"] = str(Path(args.fringe).resolve())
     if getattr(args, "until", None):
         overrides.setdefault("run", {})["until"] = args.until
     cfg = config.load(args.config, overrides)

@@ -142,45 +142,79 @@ def make_plan(db, workdir, cfg: Config) -> Plan:
 
 
 def _plan_recipe(plan: Plan, frames: list[dict], recipe, made, workdir, cfg, first_setup: tuple | None) -> None:
+    """The tasks of one recipe: a master per group (a first step per group), or a chain per frame, in which a group
+    step makes a master of the chains' products so far for a later step (a fringe frame) and a step that does not
+    apply to a frame is left out of its chain and noted in the product of its next step (SKIPPED)."""
     first = STEPS[recipe[0]]
+    if first.per == "group":
+        _plan_group(plan, first, [(r, r["Path"]) for r in frames], made, workdir, cfg, first_setup)
+        return
+    until = cfg["run"].until
+    steps = recipe[:recipe.index(until) + 1] if until in recipe else recipe
     params = step_params(first, cfg)
     lacking: dict = {}  # (why, setup, band) -> frames that cannot be made for that reason
-    if first.per == "group":
-        groups: dict = {}
-        for r in frames:
-            groups.setdefault(match.log_key(r, first.match), []).append(r)
-        for key, members in groups.items():
-            setup = match.log_key(members[0], "bias")
-            group = Group(first.match, key, "" if setup == first_setup else _tag(setup, "bias"),
-                          match.band(members[0]["Filter2"]))
-            times = sorted(t for t in map(_when, members) if t is not None)
-            task = Task(first.name, workdir / first.output(group, params), [r["Path"] for r in members],
-                        label=group.describe())
-            missing = _calibrate(task, first, members[0], made)
-            for why, required in missing:
-                plan.problems.append(f"the {group.band} {first.name}s of {_setup_text(setup)} {why}"
-                                     f"{'; not made' if required else '; made without it'}")
-            if not any(required for _, required in missing):
-                plan.tasks.append(task)
-                made.setdefault(first.name, []).append((group, task, times[len(times) // 2] if times else None))
-        return
+    chains = []  # (row, its last task, {step skipped since: why})
     for r in frames:
         chain = Task(first.name, workdir / first.output(r["Path"], params), [r["Path"]],
                      label=f"{match.band(r['Filter2'])}, {_setup_text(match.log_key(r, 'bias'))}")
-        missing = [why for why, required in _calibrate(chain, first, r, made) if required]
+        missing = [why for _, why, required in _calibrate(chain, first, r, made) if required]
         if missing:
             lacking.setdefault((missing[0], match.log_key(r, "bias"), match.band(r["Filter2"])), []).append(r)
             continue
         plan.tasks.append(chain)
-        for name in recipe[1:]:
-            if chain.step == cfg["run"].until:
-                break
-            step = STEPS[name]
-            chain = Task(name, workdir / step.output(chain.output, step_params(step, cfg)), [str(chain.output)],
-                         label=chain.label)
-            plan.tasks.append(chain)
+        chains.append((r, chain, {}))
     for (why, setup, band), rows in lacking.items():
         plan.problems.append(f"{len(rows)} {band} science frame(s) of {_setup_text(setup)} {why}; not reduced")
+    for name in steps[1:]:
+        step = STEPS[name]
+        params = step_params(step, cfg)
+        if step.per == "group":
+            _plan_group(plan, step, [(r, str(c.output)) for r, c, _ in chains if step.applies(r, params) is None],
+                        made, workdir, cfg, first_setup)
+            continue
+        going, chains, without = chains, [], {}
+        for r, chain, skipped in going:
+            why = step.applies(r, params)
+            if why is not None:  # the frame goes on to the next step without this one
+                chains.append((r, chain, {**skipped, name: why}))
+                continue
+            task = Task(name, workdir / step.output(chain.output, params), [str(chain.output)], label=chain.label,
+                        skipped=skipped)
+            given = step.given(r, params)
+            if given:
+                task.calibrations[step.calibrations[0][0]] = given
+            else:
+                for cal, why, _ in _calibrate(task, step, r, made):  # required ones are made in the recipe
+                    task.missing[cal] = why
+                    without.setdefault((why, match.log_key(r, "bias"), match.band(r["Filter2"])), []).append(r)
+            plan.tasks.append(task)
+            chains.append((r, task, {}))
+        for (why, setup, band), rows in without.items():
+            plan.problems.append(f"{len(rows)} {band} science frame(s) of {_setup_text(setup)} {why}; {name} "
+                                 "passes them on unchanged")
+
+
+def _plan_group(plan: Plan, step, members: list[tuple[dict, str]], made, workdir, cfg, first_setup) -> None:
+    """One task of a group step per group of ``members`` ((observing-log row, input path)) that share the step's
+    match criteria; the tasks become calibrations of later steps (``made``)."""
+    params = step_params(step, cfg)
+    groups: dict = {}
+    for r, path in members:
+        groups.setdefault(match.log_key(r, step.match), []).append((r, path))
+    for key, group_members in groups.items():
+        rows = [r for r, _ in group_members]
+        setup = match.log_key(rows[0], "bias")
+        group = Group(step.match, key, "" if setup == first_setup else _tag(setup, "bias"), match.band(rows[0]["Filter2"]))
+        times = sorted(t for t in map(_when, rows) if t is not None)
+        task = Task(step.name, workdir / step.output(group, params), [p for _, p in group_members],
+                    label=group.describe())
+        missing = _calibrate(task, step, rows[0], made)
+        for _, why, required in missing:
+            plan.problems.append(f"the {group.band} {step.name}s of {_setup_text(setup)} {why}"
+                                 f"{'; not made' if required else '; made without it'}")
+        if not any(required for *_, required in missing):
+            plan.tasks.append(task)
+            made.setdefault(step.name, []).append((group, task, times[len(times) // 2] if times else None))
 
 
 def _setup_text(key: tuple) -> str:
@@ -189,9 +223,9 @@ def _setup_text(key: tuple) -> str:
             f"{v['gain_setting']} gain ({v['detector']})")
 
 
-def _calibrate(task: Task, step, row: dict, made) -> list[tuple[str, bool]]:
+def _calibrate(task: Task, step, row: dict, made) -> list[tuple[str, str, bool]]:
     """Give ``task`` the masters that fit its frame (criteria and validity window, the nearest in time);
-    returns what is missing: (why, required)."""
+    returns what is missing: (calibration, why, required)."""
     when = _when(row)
     missing = []
     for cal_step, required in step.calibrations:
@@ -208,7 +242,7 @@ def _calibrate(task: Task, step, row: dict, made) -> list[tuple[str, bool]]:
         if near:
             why = (f"have no {cal_step} within {window:g} days (the nearest, {near[0][1].output.name}, is "
                    f"{near[0][0]:.0f} days away)")
-        missing.append((why, required))
+        missing.append((cal_step, why, required))
     return missing
 
 

@@ -57,6 +57,7 @@ def task_hash(task: Task, cfg: Config, upstream: dict[str, str]) -> str:
         h.update((upstream.get(item) or _file_id(item)).encode())
     for name, cal in sorted(task.calibrations.items()):
         h.update(f"{name}={upstream.get(cal) or _file_id(cal)}".encode())
+    h.update(json.dumps([task.skipped, task.missing], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -87,8 +88,12 @@ class RunReport(dict):
 
 
 def _execute(step_name: str, task: Task, params: dict) -> str:
-    """One task in a worker: the step's file function; returns the output's path."""
-    return str(STEPS[step_name].run(task, params))
+    """One task in a worker: the step's file function (its product noting the steps skipped before it); returns
+    the output's path."""
+    from ..frame import provenance
+
+    with provenance.skipping(task.skipped):
+        return str(STEPS[step_name].run(task, params))
 
 
 def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | None = None, force: bool = False,
@@ -105,7 +110,7 @@ def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | Non
     report = RunReport(name for name in STEPS if plan.of(name))
     hashes: dict[str, str] = {}  # product path -> hash
     todo: list[Task] = []
-    failed: set[str] = set()
+    failed: dict[str, str] = {}  # product path -> why it was not made in this run
 
     def save() -> None:
         try:
@@ -116,7 +121,7 @@ def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | Non
                 log.error(f"{e}: the run stops")
 
     def fail(task: Task, why: str) -> None:
-        failed.add(str(task.output))
+        failed[str(task.output)] = why
         report[task.step].failed += 1
         if task.output.exists():
             report.stale[task.output.name] = why
@@ -150,6 +155,10 @@ def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | Non
     try:
         while (waiting and not report.stopped) or running:
             for task in list(waiting) if not report.stopped else ():
+                for kind, cal in list(task.calibrations.items()):
+                    if cal in failed and not dict(STEPS[task.step].calibrations).get(kind, True):
+                        del task.calibrations[kind]  # an optional calibration that failed: the step goes without
+                        task.missing[kind] = f"{Path(cal).name} not made: {failed[cal]}"
                 needs = task.needs()
                 if any(n in failed for n in needs):
                     waiting.remove(task)

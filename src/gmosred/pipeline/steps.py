@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..calibrate.flat import FLAT_COMBINE, FlatParams
+from ..calibrate.fringe import FRINGE_COMBINE, FringeParams
 from ..calibrate.overscan import OverscanParams
 from ..calibrate.reduce import ReduceParams
 from ..engines.combine import CombineParams
@@ -41,7 +42,8 @@ class SelectParams:
 class RunParams:
     """What ``gmosred run`` makes of the science frames."""
 
-    until: str = param("measure", "last step of the science frames' recipe", choices=("reduce", "mosaic", "measure"))
+    until: str = param("measure", "last step of the science frames' recipe",
+                       choices=("reduce", "rmfringe", "mosaic", "measure"))
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Task:
     inputs: list[str]
     calibrations: dict = field(default_factory=dict)
     label: str = ""
+    skipped: dict = field(default_factory=dict)  # {step of the recipe not applied to the frame: why}
+    missing: dict = field(default_factory=dict)  # {optional calibration the task goes without: why}
 
     def needs(self) -> list[str]:
         return list(self.inputs) + [c for c in self.calibrations.values() if c]
@@ -69,6 +73,10 @@ class Step:
     calibrations: tuple[tuple[str, bool], ...] = ()  # (step whose product it uses, required?)
     output: Callable[..., str] = lambda inp, p: stem(inp)  # name of a product: (input or group, params)
     missing: str = ""  # what a frame lacks when no product of this step fits it, and what would satisfy it
+    #: why the step does not apply to a frame (an observing-log row), under the step's parameters; None: it does
+    applies: Callable[[dict, dict], str | None] = lambda row, p: None
+    #: the calibration a user gave for a frame (a path), instead of one the plan makes
+    given: Callable[[dict, dict], str | None] = lambda row, p: None
 
 
 # ------------------------------------------------------------------ file steps called by the runner
@@ -92,6 +100,36 @@ def _reduce(task: Task, p: dict) -> Path:
                         task.calibrations.get("flat"), p["reduce"], overscan=p["overscan"])
 
 
+def _fringe(task: Task, p: dict) -> Path:
+    from ..calibrate.fringe import make_fringe_file
+
+    return make_fringe_file(task.inputs, task.output, p["fringe"], combine=p["fringe_combine"])
+
+
+def _rmfringe(task: Task, p: dict) -> Path:
+    from ..calibrate.fringe import remove_fringe_file
+
+    return remove_fringe_file(task.inputs[0], task.output.parent, task.calibrations.get("fringe"), p["fringe"],
+                              missing=task.missing.get("fringe", ""))
+
+
+def _fringing(row: dict, p: dict) -> str | None:
+    from ..calibrate.fringe import not_fringing
+
+    return not_fringing(row["DetID"], row["Filter2"], p["fringe"])
+
+
+def _fringe_made(row: dict, p: dict) -> str | None:
+    """Why no fringe frame is made for a frame's group: it does not fringe, or the user gave one."""
+    return _fringing(row, p) or ("a fringe frame is given ([fringe] frame)" if _fringe_given(row, p) else None)
+
+
+def _fringe_given(row: dict, p: dict) -> str | None:
+    from ..calibrate.fringe import given_fringe
+
+    return given_fringe(row["Filter2"], p["fringe"])
+
+
 def _mosaic(task: Task, p: dict) -> Path:
     from ..mosaic import mosaic_file
 
@@ -113,6 +151,8 @@ SECTIONS: dict[str, object] = {
     "flat": FlatParams(),
     "flat_combine": FLAT_COMBINE,
     "reduce": ReduceParams(),
+    "fringe": FringeParams(),
+    "fringe_combine": FRINGE_COMBINE,
     "mosaic": MosaicParams(),
     "measure": MeasureParams(),
     "detect": DetectParams(),
@@ -129,6 +169,11 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          missing="have no twilight flats in {band}: add them (OBJECT Twilight, OBSCLASS dayCal)"),
     Step("reduce", "basic reduction (gireduce)", ("overscan", "reduce"), _reduce,
          calibrations=(("bias", True), ("flat", True)), output=lambda inp, p: f"{p['reduce'].prefix}{stem(inp)}.fits"),
+    Step("fringe", "fringe frame (gifringe)", ("fringe", "fringe_combine"), _fringe, per="group", match="fringe",
+         output=lambda group, p: f"MCfringe_{group.band}{group.tag}.fits", applies=_fringe_made,
+         missing="have no fringe frame in {band}: give one ([fringe] frame)"),
+    Step("rmfringe", "fringe removal (girmfringe)", ("fringe",), _rmfringe, calibrations=(("fringe", False),),
+         output=lambda inp, p: f"{p['fringe'].prefix}{stem(inp)}.fits", applies=_fringing, given=_fringe_given),
     Step("mosaic", "CCDs into one plane (gmosaic)", ("mosaic",), _mosaic,
          output=lambda inp, p: f"{p['mosaic'].prefix}{stem(inp)}.fits"),
     Step("measure", "sources, WCS on Gaia, zero point", ("measure", "detect", "astrometry", "photometry"), _measure,
@@ -140,7 +185,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
 RECIPES: dict[str, tuple[str, ...]] = {
     "bias": ("bias",),
     "twiFlat": ("flat",),
-    "sciImg": ("reduce", "mosaic", "measure"),
+    "sciImg": ("reduce", "fringe", "rmfringe", "mosaic", "measure"),
 }
 
 #: The step commands' and API functions' parameters: (configuration section, option prefix); e.g.
@@ -149,6 +194,8 @@ OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "bias": (("overscan", "overscan_"), ("bias", "")),
     "flat": (("overscan", "overscan_"), ("flat", ""), ("flat_combine", "")),
     "reduce": (("overscan", "overscan_"), ("reduce", "")),
+    "fringe": (("fringe", ""), ("fringe_combine", "combine_")),
+    "rmfringe": (("fringe", ""),),
     "mosaic": (("mosaic", ""),),
     "measure": (("measure", ""), ("detect", "detect_"), ("astrometry", "astrometry_"), ("photometry", "photometry_")),
 }
