@@ -119,7 +119,7 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2, d
     checks.append(("reduce", f"{n_rg} frames; scatter of (SCI - truth)/sqrt(VAR)", f"{robust:.3f}", "1.00",
                    abs(robust - 1) < 0.03 and not reports["reduce"].failed))
     checks.append(("reduce", "unilluminated pixels without DQ 64", f"{unflagged}", "0", unflagged == 0))
-    mosaics = sorted(red.glob("mrg*.fits"))
+    mosaics = sorted(red.glob("m*rg*.fits"))
     m = frame.read_processed(mosaics[0]).planes[0]
     rg2 = frame.read_processed(red / mosaics[0].name[1:]).plane(2)
     ny_ccd, nx_ccd = det.ccd_shape
@@ -129,18 +129,73 @@ def run_demo(workdir: Path, size: str = "small", seed: int = 1, jobs: int = 2, d
                    f"{3 * nxb + 2 * gap}x{nyb}, +{nxb + gap}",
                    not reports["mosaic"].failed and m.sci.shape == (nyb, 3 * nxb + 2 * gap)))
 
+    checks += _fringe_checks(truth, red, reports)
     checks += _measure_checks(truth, red, reports)
 
     print()
-    print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, rg*.fits, mrg*.fits, cmrg*.fits, gmosred.log); "
+    print(f"outputs: {red} (MCbias.fits, MCflat_<filter>.fits, MCfringe_<filter>.fits, rg*.fits, frg*.fits, "
+          f"mrg*.fits and mfrg*.fits, cmrg*.fits and cmfrg*.fits, gmosred.log); "
           f"observing log: {db}")
     print("\n".join(reports.lines()))
     print()
-    print(f"{'step':8s} {'check against the truth':48s} {'found':>22s} {'expected':>18s}  ok")
+    print(f"{'step':8s} {'check against the truth':52s} {'found':>18s} {'expected':>18s}  ok")
     for step, what, value, exp, good in checks:
-        print(f"{step:8s} {what:48s} {value:>22s} {exp:>18s}  {'-' if good is None else 'yes' if good else 'NO'}")
+        print(f"{step:8s} {what:52s} {value:>18s} {exp:>18s}  {'-' if good is None else 'yes' if good else 'NO'}")
     print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     return 0 if all(c[-1] is not False for c in checks) else 1
+
+
+def _fringe_checks(truth, red: Path, reports) -> list:
+    """The fringe frame and its removal against the true pattern (the part finer than the background removed
+    before the fringes are measured, which is sky to every step): the fringe frame's error (rms, of the pattern's
+    rms) and, in every defringed frame, the fringe left (the projection of what remains onto the true pattern, of
+    the injected fringe)."""
+    from .calibrate.fringe import FringeParams
+    from .frame import model as frame
+    from .measure.sources import smooth_background
+
+    b = truth.layout.binning
+    width = FringeParams().smooth / b
+    fine = [t - smooth_background(t, np.ones(t.shape, bool), width, np.zeros(t.shape, np.float32))
+            for t in (np.asarray(f, np.float32) for f in truth.detector.fringe)]
+    rows = []
+    for master in sorted(red.glob("MCfringe_*.fits")):
+        err, pull = [], []
+        for p in frame.read_processed(master).planes:
+            t, has = _cut(fine, p, b), p.extra["USED"] != 0
+            a = float((p.sci[has] * t[has]).sum() / (t[has] ** 2).sum())
+            rms = float(np.sqrt(np.mean((p.sci - a * t)[has] ** 2)))
+            err.append(rms / float(np.sqrt(np.mean((a * t)[has] ** 2))))
+            # the floor: the master's white noise, measured where a fringe has no power (above 0.3 cycles per
+            # pixel); it holds the master flat's noise times the sky, which is the same in every frame and which the
+            # combined VAR takes for independent
+            spec = np.fft.rfft2(np.where(has, p.sci - a * t, 0.0))
+            fy, fx = np.fft.fftfreq(spec.shape[0])[:, None], np.fft.rfftfreq(has.shape[1])[None, :]
+            white = float(np.mean(np.abs(spec[np.hypot(fy, fx) > 0.3]) ** 2) / has.size / has.mean())
+            pull.append(rms / np.sqrt(white))
+        rows.append(("fringe", f"{master.name}: rms(master - truth), of the fringe", f"{max(err):.0%}", "(photons)",
+                     None))
+        rows.append(("fringe", f"{master.name}: rms(master - truth), of its white noise", f"{max(pull):.2f}",
+                     "<= 1.10", max(pull) <= 1.10))
+    left, skipped = [], 0
+    for rec in (r for r in truth.frames if r["kind"] == "science" and r["fringe_e"]):
+        out = red / f"frg{rec['file']}.fits"
+        if not out.exists():
+            continue
+        defringed = frame.read_processed(out)
+        if "SKIPPED" in defringed.phu:
+            skipped += 1
+            continue
+        for p, q in zip(frame.read_processed(red / f"rg{rec['file']}.fits").planes, defringed.planes):
+            t = rec["fringe_e"] * _cut(fine, p, b)
+            use = (p.dq == 0) & (q.var > p.var)  # the corrected sky pixels
+            removed = (p.sci - q.sci)[use]
+            left.append(abs(float(((removed - t[use]) * t[use]).sum() / (t[use] ** 2).sum())))
+    if left or skipped:
+        rows.append(("fringe", f"{len(left) // 3} frames defringed, {skipped} not: fringe left, median, worst",
+                     f"{np.median(left):.1%}, {max(left, default=0):.1%}", "< 3%, < 5%",
+                     bool(left) and np.median(left) < 0.03 and max(left) < 0.05 and not reports["rmfringe"].failed))
+    return rows
 
 
 def _measure_checks(truth, red: Path, reports) -> list:
@@ -152,8 +207,8 @@ def _measure_checks(truth, red: Path, reports) -> list:
 
     stars, nebular, zp_stars, zp_nebular, on_sky, wrong, n = [], [], [], [], 0, 0, 0
     for rec in (r for r in truth.frames if r["kind"] == "science"):
-        product = red / f"cmrg{rec['file']}.fits"
-        if not product.exists():
+        product = next(red.glob(f"cm*rg{rec['file']}.fits"), None)
+        if product is None:
             continue
         n += 1
         with fits.open(product) as h:
