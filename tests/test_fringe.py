@@ -55,11 +55,11 @@ def _frames(n=5, dither=8.0, nebula=0.0, seed=3, nebular=None):
 
 
 def test_the_fringe_frame_is_photon_limited_and_its_removal_leaves_honest_noise():
-    """Where it has data the fringe frame is the true pattern to within 1.05x its own VAR (pixels covered by a
-    star in every frame have none and are left uncorrected); removal leaves under 3% of the injected fringe in every
-    frame and CCD, both in the frames the fringe frame was made from (fitted against it without their own
-    contribution) and in one that is not; the defringed sky has unit scatter in its VAR (the fringe frame's VAR,
-    scaled, added); FRINGAMP is the injected fringe (on the fringe frame's scales)."""
+    """The frames' strengths are found to 1%; where it has data the fringe frame is the true pattern to within
+    1.05x its own VAR (pixels covered by a star in every frame have none and are left uncorrected); removal leaves
+    under 3% of the injected fringe in every frame and CCD, both in the frames the fringe frame was made from
+    (fitted against it without their own contribution) and in one that is not; the defringed sky has unit scatter
+    in its VAR (the fringe frame's VAR, scaled, added); FRINGAMP is the injected fringe (on the fringe frame's scales)."""
     from gmosred.calibrate import fringe
 
     from gmosred.measure.sources import smooth_background
@@ -68,6 +68,10 @@ def test_the_fringe_frame_is_photon_limited_and_its_removal_leaves_honest_noise(
     names = [f"rgS{k}.fits" for k in range(6)]
     master = fringe.make_fringe_frame(frames[:5], names=names[:5])  # the sixth is independent of it
     assert list(master.tables["FRINGEIN"].data["FILENAME"]) == names[:5]
+    # each frame's strength, relative: not pulled towards the mean by the frame's own noise and weight
+    fitted = master.tables["FRINGEIN"].data["STRENGTH"]
+    true = np.asarray(strengths[:5]) / np.median(strengths[:5])
+    assert np.abs(fitted / true - 1).max() < 0.01, fitted / true
     # the fringe frame has the frames' large-scale background removed, and the pattern's largest scales with it:
     # they are sky to every later step
     width = fringe.FringeParams().smooth / 4
