@@ -61,7 +61,8 @@ def skip(phu: fits.Header, step: str, why: str) -> None:
                     reasons.setdefault(reason, []).append(s)
     reasons.setdefault(why, []).append(step)
     value = "; ".join(f"{', '.join(steps)}: {reason}" for reason, steps in reasons.items())
-    phu["SKIPPED"] = (value, "Steps not applied, and why" if len(value) <= 40 else "")
+    phu.remove("SKIPPED", ignore_missing=True)  # its comment goes with it (an empty one would keep the old)
+    phu["SKIPPED"] = (value, "Steps not applied, and why") if len(value) <= 40 else value
 
 
 @contextlib.contextmanager
