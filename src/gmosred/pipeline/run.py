@@ -202,8 +202,9 @@ def run_plan(plan: Plan, workdir, cfg: Config, *, jobs: int = 1, dask: str | Non
     for task in waiting:  # not started: the run stopped
         if task.output.exists():
             report.stale[task.output.name] = "not remade: the run stopped"
-    if report.stopped:
-        remove_stale_temporaries(workdir)
+    # again at the end, stopped or not: a worker of a killed earlier run may have outlived the cleanup at the start
+    # (its parent-death signal is delivered asynchronously) and left its temporary as it died
+    remove_stale_temporaries(workdir)
     return report
 
 
